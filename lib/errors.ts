@@ -1,0 +1,110 @@
+import createError from '@fastify/error'
+
+/*
+ * Every error fastify-gatehouse can produce, one stable code each.
+ *
+ * Option errors are thrown at `register` time and never reach a client.
+ * Request errors carry the HTTP status the client receives; their messages are
+ * written for clients, so they never hold hostnames, tokens, keys or causes.
+ */
+
+// Option errors (register time)
+export const InvalidOptionError = createError<'FST_GATEHOUSE_INVALID_OPTION', [string, string]>(
+  'FST_GATEHOUSE_INVALID_OPTION',
+  'Invalid fastify-gatehouse option "%s": expected %s',
+  500,
+  TypeError
+)
+
+export const InvalidMiddlewareError = createError<'FST_GATEHOUSE_INVALID_MIDDLEWARE', [string]>(
+  'FST_GATEHOUSE_INVALID_MIDDLEWARE',
+  'Invalid middleware at "%s": expected an async function (ctx, next) or { phase, handler }',
+  500,
+  TypeError
+)
+
+// Caller errors (4xx)
+export const BadRequestError = createError<'FST_GATEHOUSE_BAD_REQUEST', [string?]>(
+  'FST_GATEHOUSE_BAD_REQUEST',
+  '%s',
+  400
+)
+
+export const PathTraversalError = createError<'FST_GATEHOUSE_PATH_NOT_ALLOWED'>(
+  'FST_GATEHOUSE_PATH_NOT_ALLOWED',
+  'The request path is not allowed',
+  400
+)
+
+export const TokenMissingError = createError<'FST_GATEHOUSE_TOKEN_MISSING'>(
+  'FST_GATEHOUSE_TOKEN_MISSING',
+  'A bearer token is required',
+  401
+)
+
+export const TokenInvalidError = createError<'FST_GATEHOUSE_TOKEN_INVALID'>(
+  'FST_GATEHOUSE_TOKEN_INVALID',
+  'The bearer token is invalid',
+  401
+)
+
+export const TokenExpiredError = createError<'FST_GATEHOUSE_TOKEN_EXPIRED'>(
+  'FST_GATEHOUSE_TOKEN_EXPIRED',
+  'The bearer token has expired',
+  401
+)
+
+export const BadCredentialsError = createError<'FST_GATEHOUSE_BAD_CREDENTIALS'>(
+  'FST_GATEHOUSE_BAD_CREDENTIALS',
+  'Invalid username or password',
+  401
+)
+
+export const ForbiddenError = createError<'FST_GATEHOUSE_FORBIDDEN'>(
+  'FST_GATEHOUSE_FORBIDDEN',
+  'Access to this resource is forbidden',
+  403
+)
+
+export const BodyTooLargeError = createError<'FST_GATEHOUSE_BODY_TOO_LARGE'>(
+  'FST_GATEHOUSE_BODY_TOO_LARGE',
+  'The request body is too large',
+  413
+)
+
+// Gateway and upstream errors (5xx)
+export const InternalError = createError<'FST_GATEHOUSE_INTERNAL'>(
+  'FST_GATEHOUSE_INTERNAL',
+  'Internal Server Error',
+  500
+)
+
+export const NoResponseError = createError<'FST_GATEHOUSE_NO_RESPONSE'>(
+  'FST_GATEHOUSE_NO_RESPONSE',
+  'The gateway produced no response',
+  500
+)
+
+export const UpstreamUnavailableError = createError<'FST_GATEHOUSE_UPSTREAM_UNAVAILABLE'>(
+  'FST_GATEHOUSE_UPSTREAM_UNAVAILABLE',
+  'The upstream service is unavailable',
+  502
+)
+
+export const UpstreamBadResponseError = createError<'FST_GATEHOUSE_UPSTREAM_BAD_RESPONSE'>(
+  'FST_GATEHOUSE_UPSTREAM_BAD_RESPONSE',
+  'The upstream service sent an invalid response',
+  502
+)
+
+export const UpstreamTimeoutError = createError<'FST_GATEHOUSE_UPSTREAM_TIMEOUT'>(
+  'FST_GATEHOUSE_UPSTREAM_TIMEOUT',
+  'The upstream service did not answer in time',
+  504
+)
+
+export const UnsupportedMediaTypeError = createError<'FST_GATEHOUSE_UNSUPPORTED_MEDIA_TYPE'>(
+  'FST_GATEHOUSE_UNSUPPORTED_MEDIA_TYPE',
+  'Unsupported media type: send application/json',
+  415
+)

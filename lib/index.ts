@@ -1,0 +1,28 @@
+import fp from 'fastify-plugin'
+import { gatehouse } from './plugin.js'
+
+/**
+ * fastify-gatehouse: an authenticated gateway in front of several upstreams.
+ *
+ * @example
+ * await app.register(gatehouse, {
+ *   auth: { secret: process.env.GATEHOUSE_JWT_SECRET, login: { verify: staticUsers(users) } },
+ *   targets: [{ prefix: '/shops/:shopId/inventory', upstream: 'http://127.0.0.1:8002',
+ *               credentials: { header: 'x-api-key', value: process.env.INVENTORY_API_KEY } }]
+ * })
+ */
+const fastifyGatehouse = fp(gatehouse, { fastify: '5.x', name: 'fastify-gatehouse' })
+
+export default fastifyGatehouse
+export { fastifyGatehouse, gatehouse }
+export type { GatehouseDecorator } from './plugin.js'
+export { hashPassword, verifyPassword, isPasswordHash, staticUsers } from './auth/password.js'
+export type { StaticUser, ScryptCost } from './auth/password.js'
+export type { ErrorBody } from './error-handler.js'
+export * as errors from './errors.js'
+export { Phase } from './types.js'
+export type {
+  AuthOptions, CredentialsVerifier, GatehouseClaims, GatehouseContext, GatehouseOptions, HeaderMap,
+  LoginCredentials, LoginOptions, Middleware, MiddlewareEntry, Next, PhaseName, ProxyRequest,
+  ProxyResponse, ResponseBody, TargetCredentials, TargetInfo, TargetOptions, TimeoutOptions, TokenAlgorithm
+} from './types.js'

@@ -1,0 +1,49 @@
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import fastifyCompress from '@fastify/compress'
+import { registerLogin } from './auth/login.js'
+import { registerTokens } from './auth/token.js'
+import type { TokenService } from './auth/token.js'
+import { gatehouseErrorHandler } from './error-handler.js'
+import { resolveOptions } from './options.js'
+import { targetScope } from './proxy/target.js'
+import type { GatehouseClaims, GatehouseOptions } from './types.js'
+
+/** What the plugin adds to the host instance as `fastify.gatehouse`. */
+export interface GatehouseDecorator {
+  /** Signs claims into a token with the gateway's key, algorithm and lifetime. */
+  signToken: (claims: GatehouseClaims) => string
+  /** Verifies a token as the proxied routes do; throws a 401 gatehouse error. */
+  verifyToken: (token: string) => GatehouseClaims
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    gatehouse: GatehouseDecorator
+  }
+}
+
+/**
+ * The plugin body: options are validated once, then one encapsulated scope
+ * holds compression, tokens, the login route and one child scope per target,
+ * so nothing leaks into the host's own routes.
+ */
+export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function gatehouse (fastify, opts) {
+  const options = resolveOptions(opts)
+  let tokens: TokenService | undefined
+
+  fastify.decorate('gatehouse', {
+    signToken: (claims: GatehouseClaims) => (tokens as TokenService).sign(claims),
+    verifyToken: (token: string) => (tokens as TokenService).verify(token)
+  })
+
+  await fastify.register(async function gatehouseScope (scope: FastifyInstance) {
+    scope.setErrorHandler(gatehouseErrorHandler)
+    // Compression hooks attach to routes as they are added: it goes first.
+    if (options.compress !== false) await scope.register(fastifyCompress, options.compress)
+    tokens = await registerTokens(scope, options.auth)
+    registerLogin(scope, options.auth, tokens)
+    for (const target of options.targets) {
+      await scope.register(targetScope(target, tokens), { prefix: target.prefix === '/' ? '' : target.prefix })
+    }
+  })
+}

@@ -1,0 +1,74 @@
+import { PathTraversalError } from '../errors.js'
+import type { ResolvedTarget } from '../options.js'
+
+// Decoding more than this many times is itself a sign of an attack.
+const MAX_DECODE_ROUNDS = 3
+
+/**
+ * True when a raw request path can reach the upstream as it is: no dot
+ * segments, backslashes or NUL however often it is percent-decoded, and no
+ * encoded slash or backslash that an upstream might turn into a separator.
+ */
+export function isSafePath (rawPath: string): boolean {
+  let path = rawPath
+  if (/%(2f|5c|00)/i.test(path)) return false
+  for (let round = 0; round <= MAX_DECODE_ROUNDS; round++) {
+    if (path.includes('\\') || path.includes('\0') || hasDotSegment(path)) return false
+    if (!path.includes('%')) return true
+    let decoded: string
+    try {
+      decoded = decodeURIComponent(path)
+    } catch {
+      return false
+    }
+    if (decoded === path) return true
+    path = decoded
+  }
+  return false
+}
+
+function hasDotSegment (path: string): boolean {
+  for (const segment of path.split('/')) {
+    if (segment === '.' || segment === '..') return true
+  }
+  return false
+}
+
+/** Raw path of a request URL, without the query string. */
+export function splitUrl (url: string): { path: string, query: string } {
+  const q = url.indexOf('?')
+  return q === -1 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q + 1) }
+}
+
+/**
+ * The path to send upstream: base path + (rewritten) prefix + the rest, with
+ * only the leading prefix replaced. Params in `rewritePrefix` take the
+ * request's values.
+ */
+export function upstreamPath (target: ResolvedTarget, rawPath: string, params: Record<string, string>): string {
+  let rest = rawPath
+  let prefix = ''
+  if (target.prefixSegments > 0) {
+    // Prefix params match one segment each, so the prefix spans exactly this many.
+    let end = 0
+    for (let i = 0; i < target.prefixSegments; i++) {
+      const next = rawPath.indexOf('/', end + 1)
+      end = next === -1 ? rawPath.length : next
+    }
+    prefix = rawPath.slice(0, end)
+    rest = rawPath.slice(end)
+  }
+  if (target.rewritePrefix !== undefined) {
+    prefix = target.rewritePrefix.replace(/:([A-Za-z0-9_]+)/g, (_, name: string) => encodeURIComponent(params[name] ?? ''))
+  }
+  const path = target.basePath + prefix + rest
+  return path === '' ? '/' : path
+}
+
+/** Throws unless `path` is a safe path inside the target's upstream base path. */
+export function assertInsideBase (target: ResolvedTarget, path: string): void {
+  if (!isSafePath(path) || !path.startsWith('/') || path.startsWith('//') ||
+      (target.basePath !== '' && path !== target.basePath && !path.startsWith(target.basePath + '/'))) {
+    throw new PathTraversalError()
+  }
+}

@@ -1,0 +1,161 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods, onRequestHookHandler } from 'fastify'
+import replyFrom from '@fastify/reply-from'
+import { Pool } from 'undici'
+import type { TokenService } from '../auth/token.js'
+import { requireToken } from '../auth/token.js'
+import { ForbiddenError, NoResponseError, PathTraversalError } from '../errors.js'
+import type { ResolvedTarget } from '../options.js'
+import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
+import { compose } from './compose.js'
+import { isStream, RequestContext } from './context.js'
+import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
+import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
+import { upstreamError } from './upstream-errors.js'
+
+// TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
+const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
+// Upstream connections per target; undici queues requests beyond it.
+const POOL_CONNECTIONS = 128
+
+type ReplyFromOptions = NonNullable<Parameters<FastifyReply['from']>[1]>
+// reply-from's types describe `res` as a Node response; at run time it is this.
+interface UpstreamAnswer { statusCode: number, headers: HeaderMap, stream: NodeJS.ReadableStream & { destroy: () => void } }
+
+const noHeaders = (): Record<string, never> => ({})
+const noRetry = (): null => null
+
+function passBodyThrough (_request: FastifyRequest, payload: NodeJS.ReadableStream, done: (err: Error | null, body?: unknown) => void): void {
+  // The body stays a stream: reply-from pipes it upstream untouched.
+  done(null, payload)
+}
+
+const guardPath: onRequestHookHandler = function guardPath (request, _reply, done) {
+  done(isSafePath(splitUrl(request.url).path) ? undefined : new PathTraversalError())
+}
+
+function safeErrorLog (err: Error & { code?: unknown, cause?: { code?: unknown } }): Record<string, unknown> {
+  // Transport errors name internal hosts and ports: log their kind only.
+  return { type: err.name, code: err.code ?? err.cause?.code }
+}
+
+/**
+ * One encapsulated scope per target: its own connection pool, reply-from,
+ * raw body pass-through, token check, authorization and middleware.
+ */
+export function targetScope (target: ResolvedTarget, tokens: TokenService) {
+  return async function gatehouseTarget (scope: FastifyInstance): Promise<void> {
+    const pool = new Pool(target.origin, {
+      connections: POOL_CONNECTIONS,
+      connect: { timeout: target.timeouts.connect, rejectUnauthorized: true },
+      headersTimeout: target.timeouts.response,
+      bodyTimeout: target.timeouts.idle
+    })
+    scope.addHook('onClose', async () => { await pool.destroy() })
+    await scope.register(replyFrom, { base: target.origin, undici: pool, disableRequestLogging: true })
+
+    scope.removeAllContentTypeParsers()
+    scope.addContentTypeParser('*', passBodyThrough)
+
+    const info: TargetInfo = Object.freeze({ name: target.name, prefix: target.prefix, upstream: target.upstream })
+    const injected = target.credentials.kind === 'static' ? target.credentials.headers : undefined
+    const strip = new Set(injected === undefined ? [] : Object.keys(injected))
+    const host = new URL(target.origin).host
+    const run = compose(target.middleware)
+
+    async function credentialHeaders (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
+      const credentials = target.credentials
+      if (credentials.kind === 'static') return credentials.headers
+      if (credentials.kind === 'none') return {}
+      const computed = await credentials.compute(ctx)
+      const headers: Record<string, string> = {}
+      for (const name in computed) headers[name.toLowerCase()] = String(computed[name])
+      return headers
+    }
+
+    async function callUpstream (ctx: GatehouseContext<any>): Promise<void> {
+      // ctx.respond() before next() answers without the upstream.
+      if (ctx.response !== undefined) return
+      const outgoing = ctx.request
+      assertInsideBase(target, outgoing.path)
+      // The caller's copies were dropped; these go on the wire only, so no
+      // middleware sees (or logs) the target's secrets.
+      const headers: HeaderMap = { ...outgoing.headers, ...await credentialHeaders(ctx), host }
+      const reply = ctx.fastifyReply
+
+      return new Promise<void>((resolve, reject) => {
+        let settled = false
+        const options: ReplyFromOptions = {
+          method: outgoing.method as HTTPMethods,
+          rewriteRequestHeaders: () => headers as Record<string, string>,
+          rewriteHeaders: noHeaders,
+          queryString: () => outgoing.query,
+          retryDelay: noRetry,
+          onResponse (_request, _reply, res) {
+            const answer = res as unknown as UpstreamAnswer
+            if (settled) {
+              answer.stream.destroy()
+              return
+            }
+            settled = true
+            ctx.response = { status: answer.statusCode, headers: incomingHeaders(answer.headers), body: answer.stream }
+            resolve()
+          },
+          onError (_reply, { error }) {
+            if (settled) return
+            settled = true
+            reject(upstreamError(error))
+          }
+        }
+        reply.from(outgoing.path, options)
+      })
+    }
+
+    async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+      const { path, query } = splitUrl(request.url)
+      const params = request.params as Record<string, string>
+      const outgoing = {
+        method: request.method,
+        path: upstreamPath(target, path, params),
+        query,
+        headers: outgoingHeaders(request, strip)
+      }
+      const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply)
+      if (target.authorize !== undefined && await target.authorize(ctx) !== true) throw new ForbiddenError()
+
+      try {
+        await run(ctx, callUpstream)
+      } catch (err) {
+        const body = ctx.response?.body
+        if (isStream(body)) body.destroy()
+        throw err
+      }
+      if (reply.sent) return reply
+      if (ctx.response === undefined) throw new NoResponseError()
+      return send(reply, ctx.response)
+    }
+
+    const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
+    const routeOptions = {
+      method: METHODS,
+      handler: forward,
+      onRequest,
+      exposeHeadRoute: false,
+      logSerializers: { err: safeErrorLog }
+    }
+    scope.route({ ...routeOptions, url: '/' })
+    scope.route({ ...routeOptions, url: '/*' })
+  }
+}
+
+function send (reply: FastifyReply, response: ProxyResponse): FastifyReply {
+  const { status, headers, body } = response
+  varyOnEncoding(headers)
+  reply.code(status).headers(headers)
+  if (status === 204 || status === 304) {
+    // No body may follow; let the upstream stream end so its socket is reused.
+    if (isStream(body)) body.resume()
+    return reply.send()
+  }
+  if (!isStream(body)) reply.removeHeader('content-length')
+  return reply.send(body)
+}
