@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Proves the npm-package use: pack the project, install the tarball into a
+# throw-away host app outside the repo, type-check the host and serve one
+# proxied request through the installed plugin.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cd "$root"
+tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
+ts_version=$(node -p "require('./node_modules/typescript/package.json').version")
+types_version=$(node -p "require('./node_modules/@types/node/package.json').version")
+
+mkdir "$work/host"
+cd "$work/host"
+cat > package.json <<'JSON'
+{ "name": "gatehouse-host-smoke", "private": true, "type": "module" }
+JSON
+cat > tsconfig.json <<'JSON'
+{ "compilerOptions": { "target": "ES2022", "module": "NodeNext", "moduleResolution": "NodeNext",
+  "strict": true, "outDir": "out", "rootDir": ".", "skipLibCheck": false, "types": ["node"] },
+  "files": ["host.ts"] }
+JSON
+cat > host.ts <<'TS'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import Fastify from 'fastify'
+import gatehouse, { hashPassword, staticUsers, type GatehouseOptions } from 'fastify-gatehouse'
+
+const upstream = createServer((req, res) => {
+  res.setHeader('content-type', 'application/json')
+  res.end(JSON.stringify({ url: req.url, key: req.headers['x-api-key'], auth: req.headers.authorization ?? null }))
+})
+await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+const port = (upstream.address() as AddressInfo).port
+
+const options: GatehouseOptions = {
+  auth: {
+    secret: 'a-host-secret-of-at-least-32-bytes!!',
+    login: { verify: staticUsers({ ann: { passwordHash: await hashPassword('ann-pw', { N: 1024, r: 8, p: 1 }), claims: { role: 'user' } } }) }
+  },
+  targets: [{ prefix: '/svc', upstream: `http://127.0.0.1:${port}`, credentials: { header: 'x-api-key', value: 'k' } }]
+}
+const app = Fastify()
+await app.register(gatehouse, options)
+const login = await app.inject({ method: 'POST', url: '/login', payload: { username: 'ann', password: 'ann-pw' } })
+const { token } = login.json() as { token: string }
+const res = await app.inject({ url: '/svc/hello?x=1', headers: { authorization: `Bearer ${token}` } })
+const body = res.json() as { url: string, key: string, auth: string | null }
+await app.close()
+upstream.close()
+if (res.statusCode !== 200 || body.url !== '/svc/hello?x=1' || body.key !== 'k' || body.auth !== null) {
+  console.error('pack smoke failed', res.statusCode, body)
+  process.exit(1)
+}
+console.log('pack smoke: installed package served a proxied request')
+TS
+npm install --prefer-offline --no-audit --no-fund --loglevel=error "$work/$tarball" fastify "typescript@$ts_version" "@types/node@$types_version" >/dev/null
+npx --no-install tsc -p tsconfig.json
+node out/host.js
