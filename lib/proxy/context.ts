@@ -34,7 +34,9 @@ export class RequestContext<State extends object> implements GatehouseContext<St
   respond (status: number, body: ResponseBody = null, headers: HeaderMap = {}): void {
     const previous = this.response?.body
     if (isStream(previous)) previous.destroy()
-    this.response = { status, headers: { ...headers }, body }
+    const normalized: HeaderMap = {}
+    for (const name in headers) normalized[name.toLowerCase()] = headers[name]
+    this.response = { status, headers: normalized, body }
   }
 }
 
