@@ -16,6 +16,8 @@ import { upstreamError } from './upstream-errors.js'
 const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
 // Upstream connections per target; undici queues requests beyond it.
 const POOL_CONNECTIONS = 128
+// Upstream bodies up to this size, with a known length, are compressed in one go.
+const SMALL_BODY_BYTES = 16 * 1024
 
 type ReplyFromOptions = NonNullable<Parameters<FastifyReply['from']>[1]>
 // reply-from's types describe `res` as a Node response; at run time it is this.
@@ -61,6 +63,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const strip = new Set(injected === undefined ? [] : Object.keys(injected))
     const host = new URL(target.origin).host
     const run = compose(target.middleware)
+    const compressing = scope.hasPlugin('@fastify/compress')
 
     async function credentialHeaders (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
       const credentials = target.credentials
@@ -131,7 +134,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       }
       if (reply.sent) return reply
       if (ctx.response === undefined) throw new NoResponseError()
-      return send(reply, ctx.response)
+      return send(reply, ctx.response, compressing)
     }
 
     const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
@@ -147,15 +150,39 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
   }
 }
 
-function send (reply: FastifyReply, response: ProxyResponse): FastifyReply {
-  const { status, headers, body } = response
-  varyOnEncoding(headers)
-  reply.code(status).headers(headers)
+function wantsEncoding (request: FastifyRequest): boolean {
+  const accept = request.headers['accept-encoding']
+  return accept !== undefined && accept !== '' && accept !== 'identity'
+}
+
+/** Reads a whole upstream body; a transport failure becomes a gateway error. */
+async function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  try {
+    for await (const chunk of stream) chunks.push(chunk as Buffer)
+  } catch (err) {
+    throw upstreamError(err)
+  }
+  return chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks)
+}
+
+async function send (reply: FastifyReply, response: ProxyResponse, compressing: boolean): Promise<FastifyReply> {
+  const { status, headers } = response
+  let body = response.body
   if (status === 204 || status === 304) {
     // No body may follow; let the upstream stream end so its socket is reused.
     if (isStream(body)) body.resume()
-    return reply.send()
+    body = null
+  } else if (compressing && isStream(body) && headers['content-encoding'] === undefined &&
+      reply.request.method !== 'HEAD' && wantsEncoding(reply.request)) {
+    // A small body of known length is cheaper to compress in one synchronous
+    // call than through a stream pipeline; large or unknown ones keep streaming.
+    const length = Number(headers['content-length'])
+    if (length > 0 && length <= SMALL_BODY_BYTES) body = await readBody(body)
   }
+  varyOnEncoding(headers)
+  reply.code(status).headers(headers)
+  if (body === null) return reply.send()
   if (!isStream(body)) reply.removeHeader('content-length')
   return reply.send(body)
 }
