@@ -6,9 +6,9 @@ import { gatehouse } from './plugin.js'
  *
  * @example
  * await app.register(gatehouse, {
- *   auth: { secret: process.env.GATEHOUSE_JWT_SECRET, login: { verify: staticUsers(users) } },
+ *   auth: { secret: process.env.GATEHOUSE_JWT_SECRET!, login: { verify: staticUsers(users) } },
  *   targets: [{ prefix: '/shops/:shopId/inventory', upstream: 'http://127.0.0.1:8002',
- *               credentials: { header: 'x-api-key', value: process.env.INVENTORY_API_KEY } }]
+ *               credentials: { header: 'x-api-key', value: process.env.INVENTORY_API_KEY! } }]
  * })
  */
 const fastifyGatehouse = fp(gatehouse, { fastify: '5.x', name: 'fastify-gatehouse' })

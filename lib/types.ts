@@ -151,6 +151,13 @@ export interface TargetOptions<State extends object = Record<string, unknown>> {
   state?: State
   /** Upstream timeouts. */
   timeouts?: TimeoutOptions
+  /**
+   * Tunnel WebSocket upgrades under the prefix to the upstream's `ws:`/`wss:`
+   * equivalent, with the same token check, `authorize`, middleware and
+   * credentials as HTTP. `true` uses the defaults. Default off.
+   * @example { origins: ['https://shop.example'], token: { queryParameter: 'access_token' } }
+   */
+  websocket?: boolean | WebSocketOptions<State>
 }
 
 export interface GatehouseOptions {
@@ -205,4 +212,104 @@ export interface GatehouseContext<State extends object = Record<string, unknown>
   readonly fastifyReply: FastifyReply
   /** Answer without the upstream; middlewares of lower phases still see it. */
   respond: (status: number, body?: ResponseBody, headers?: HeaderMap) => void
+}
+
+// WebSocket tunnels (targets with `websocket`)
+
+/** Where an upgrade request may carry the token besides `Authorization: Bearer`. */
+export interface WebSocketTokenOptions {
+  /**
+   * A `Sec-WebSocket-Protocol` entry `<prefix><token>`, for browsers that cannot
+   * set headers. It is never offered upstream nor selected. `false` disables;
+   * `true` or default: `'bearer.'`.
+   * @example new WebSocket(url, ['feed.v1', 'bearer.' + token])
+   */
+  protocolPrefix?: string | boolean
+  /**
+   * A query parameter holding the token, removed before the request goes
+   * upstream. Off by default: URLs end up in access logs. `true` means
+   * `'access_token'`.
+   * @example 'access_token'
+   */
+  queryParameter?: string | boolean
+}
+
+/** One WebSocket message as a hook sees it: text as a string, binary as a Buffer. */
+export type WebSocketMessage =
+  | { readonly binary: false, readonly data: string }
+  | { readonly binary: true, readonly data: Buffer }
+
+/**
+ * What a message hook returns: `undefined` passes the message unchanged,
+ * `null` drops it, a string sends a text message, a Buffer a binary one.
+ */
+export type WebSocketHookResult = string | Buffer | null | undefined | void
+
+/** The per-connection context message hooks receive. */
+export interface WebSocketContext<State extends object = Record<string, unknown>> {
+  /** The same state object the upgrade's middleware saw. */
+  state: State
+  readonly user: GatehouseClaims | null
+  readonly params: Readonly<Record<string, string>>
+  readonly target: TargetInfo
+  readonly log: FastifyBaseLogger
+  /** The upgrade request. */
+  readonly fastifyRequest: FastifyRequest
+  /** The subprotocol agreed end to end, `''` for none. */
+  readonly protocol: string
+  /** Closes both sides with this code (1000, 1001, 1008, 1011, 3000-4999 ...) and reason. */
+  close: (code?: number, reason?: string) => void
+}
+
+/**
+ * Runs on each message of one direction, in arrival order; results are sent
+ * in the same order even when the hook is async.
+ */
+export type WebSocketMessageHook<State extends object = Record<string, unknown>> =
+  (message: WebSocketMessage, ctx: WebSocketContext<State>) => WebSocketHookResult | Promise<WebSocketHookResult>
+
+export interface WebSocketOptions<State extends object = Record<string, unknown>> {
+  /** Token carriers for clients that cannot send `Authorization`. */
+  token?: WebSocketTokenOptions
+  /**
+   * Origins allowed to open a connection (exact match, as browsers send them);
+   * others get 403. Requests without `Origin` (non-browser clients) pass.
+   * Default: any origin.
+   * @example ['https://shop.example']
+   */
+  origins?: string[]
+  /**
+   * Largest message accepted from either side, in bytes; a larger one closes
+   * the connection with 1009. Default 1 MiB.
+   * @example 64 * 1024
+   */
+  maxPayload?: number
+  /**
+   * Milliseconds between keep-alive pings to both peers; a peer that has not
+   * answered the previous ping is dropped. `0` disables. Default 30000.
+   * @example 15_000
+   */
+  pingInterval?: number
+  /**
+   * Milliseconds without a message in either direction before both sides are
+   * closed with 1001. `0` (default) disables.
+   * @example 300_000
+   */
+  idleTimeout?: number
+  /**
+   * Bytes queued towards a slow peer before reading from the other side
+   * pauses. Default 1 MiB.
+   * @example 256 * 1024
+   */
+  highWaterMark?: number
+  /**
+   * Runs on each message from the caller before it goes upstream.
+   * @example (message, ctx) => message.binary ? null : undefined
+   */
+  onClientMessage?: WebSocketMessageHook<State>
+  /**
+   * Runs on each message from the upstream before it reaches the caller.
+   * @example (message, ctx) => message.binary ? undefined : message.data.replace(/secret/g, '***')
+   */
+  onUpstreamMessage?: WebSocketMessageHook<State>
 }

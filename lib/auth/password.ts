@@ -73,7 +73,7 @@ export interface StaticUser {
  * scrypt work as a known one, so timing does not tell which names exist.
  *
  * @example
- * login: { verify: staticUsers({ WAL001: { passwordHash: '$scrypt$...', claims: { sub: 'WAL001', role: 'shop' } } }) }
+ * login: { verify: staticUsers({ WAL001: { passwordHash: 'scrypt$16384$8$1$...', claims: { sub: 'WAL001', role: 'shop' } } }) }
  */
 export function staticUsers (users: Record<string, StaticUser>): CredentialsVerifier {
   const table = new Map<string, StaticUser>()

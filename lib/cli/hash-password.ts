@@ -4,8 +4,9 @@ import { hashPassword } from '../auth/password.js'
 
 /*
  * Prints a scrypt hash for a password read from standard input, so the
- * password never lands in shell history or the process list:
- *   printf %s 'secret' | npx gatehouse-hash-password
+ * password never appears in the process list. Typed at the prompt (or piped
+ * from a file or a password manager), it stays out of shell history too:
+ *   npx gatehouse-hash-password
  */
 const lines = createInterface({ input: process.stdin, terminal: false })
 let password: string | undefined

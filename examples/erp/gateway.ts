@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
+import { pathToFileURL } from 'node:url'
+import Fastify, { LogController } from 'fastify'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import gatehouse, { Phase } from 'fastify-gatehouse'
+import type { GatehouseContext, Middleware, Next } from 'fastify-gatehouse'
+import { verifyShopUser } from './users.js'
+
+export const DEFAULT_TRANSACTIONS_API_KEY = 'transactions-secret-key-123'
+export const DEFAULT_INVENTORY_API_KEY = 'inventory-secret-key-456'
+
+export interface GatewayOptions {
+  /** Where the transactions service listens, e.g. `http://127.0.0.1:8001`. */
+  transactionsUrl: string
+  /** Where the inventory service listens, e.g. `http://127.0.0.1:8002`. */
+  inventoryUrl: string
+  transactionsApiKey: string
+  inventoryApiKey: string
+  /** HS256 secret, at least 32 bytes. */
+  jwtSecret: string
+  logger?: FastifyServerOptions['logger']
+}
+
+/**
+ * A sample middleware: one log line per proxied request. It runs outermost
+ * (phase `clientEdge`), so the duration covers the other middleware too. It
+ * logs no headers: they hold the caller's token and, upstream, the API keys.
+ */
+export const logRequests: Middleware = async (ctx: GatehouseContext, next: Next) => {
+  const started = performance.now()
+  let status: number | undefined
+  try {
+    await next()
+    status = ctx.response?.status
+  } catch (err) {
+    status = (err as { statusCode?: number }).statusCode ?? 500
+    throw err
+  } finally {
+    const ms = Math.round((performance.now() - started) * 10) / 10
+    ctx.log.info({ method: ctx.request.method, target: ctx.target.name, status, ms }, 'proxied')
+  }
+}
+
+// A shop may only reach its own data: the `:shopId` in the path must be the token's `sub`.
+const ownShopOnly = (ctx: GatehouseContext): boolean => ctx.params.shopId === ctx.user?.sub
+
+/** The ERP gateway: login at POST /login, then both services behind one token. */
+export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstance> {
+  // The `proxied` line of logRequests replaces Fastify's two lines per request.
+  const logController = new LogController({ disableRequestLogging: true })
+  const app = Fastify({ logger: opts.logger ?? false, logController })
+  await app.register(gatehouse, {
+    auth: { secret: opts.jwtSecret, expiresIn: '1h', login: { verify: verifyShopUser() } },
+    targets: [
+      {
+        name: 'transactions',
+        prefix: '/shops/:shopId/transactions',
+        upstream: opts.transactionsUrl,
+        credentials: { header: 'X-API-Key', value: opts.transactionsApiKey },
+        authorize: ownShopOnly,
+        middleware: [{ phase: Phase.clientEdge, handler: logRequests }]
+      },
+      {
+        name: 'inventory',
+        prefix: '/shops/:shopId/inventory',
+        upstream: opts.inventoryUrl,
+        credentials: { header: 'X-API-Key', value: opts.inventoryApiKey },
+        authorize: ownShopOnly,
+        middleware: [{ phase: Phase.clientEdge, handler: logRequests }]
+      }
+    ]
+    // compress is left out: on by default (gzip, deflate, brotli above 1 KiB).
+  })
+  return app
+}
+
+/** GATEHOUSE_JWT_SECRET, else a random secret (tokens then die with the process). */
+export function jwtSecretFromEnv (): string {
+  const secret = process.env.GATEHOUSE_JWT_SECRET
+  if (secret !== undefined && secret !== '') return secret
+  process.stderr.write('warning: GATEHOUSE_JWT_SECRET is not set; using a random secret, tokens will not survive a restart\n')
+  return randomBytes(32).toString('base64url')
+}
+
+/** Reads a TCP port from the environment, or the default. */
+export function portFromEnv (name: string, fallback: number): number {
+  const value = process.env[name]
+  if (value === undefined || value === '') return fallback
+  const port = Number(value)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`${name} must be a port number, got "${value}"`)
+  return port
+}
+
+async function main (): Promise<void> {
+  const gateway = await buildGateway({
+    transactionsUrl: process.env.TRANSACTIONS_URL ?? 'http://127.0.0.1:8001',
+    inventoryUrl: process.env.INVENTORY_URL ?? 'http://127.0.0.1:8002',
+    transactionsApiKey: process.env.TRANSACTIONS_API_KEY ?? DEFAULT_TRANSACTIONS_API_KEY,
+    inventoryApiKey: process.env.INVENTORY_API_KEY ?? DEFAULT_INVENTORY_API_KEY,
+    jwtSecret: jwtSecretFromEnv(),
+    logger: { level: 'info' }
+  })
+  await gateway.listen({ host: '127.0.0.1', port: portFromEnv('PORT', 8080) })
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => { gateway.close().then(() => process.exit(0), () => process.exit(1)) })
+  }
+}
+
+const entry = process.argv[1]
+if (entry !== undefined && import.meta.url === pathToFileURL(entry).href) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`gateway failed to start: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exit(1)
+  })
+}

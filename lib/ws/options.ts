@@ -1,0 +1,91 @@
+import { InvalidOptionError } from '../errors.js'
+import type { WebSocketMessageHook, WebSocketOptions } from '../types.js'
+
+export const DEFAULT_TOKEN_PROTOCOL_PREFIX = 'bearer.'
+export const DEFAULT_TOKEN_QUERY_PARAMETER = 'access_token'
+export const DEFAULT_WEBSOCKET = Object.freeze({
+  maxPayload: 1024 * 1024,
+  pingInterval: 30_000,
+  idleTimeout: 0,
+  highWaterMark: 1024 * 1024
+})
+
+// A subprotocol is an RFC 9110 token; a prefix must be one too.
+const PROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+const QUERY_NAME = /^[A-Za-z0-9\-._~]+$/
+
+export interface ResolvedWebSocket {
+  readonly tokenProtocolPrefix: string | false
+  readonly tokenQueryParameter: string | false
+  readonly origins: ReadonlySet<string> | undefined
+  readonly maxPayload: number
+  readonly pingInterval: number
+  readonly idleTimeout: number
+  readonly highWaterMark: number
+  readonly onClientMessage: WebSocketMessageHook<any> | undefined
+  readonly onUpstreamMessage: WebSocketMessageHook<any> | undefined
+}
+
+function fail (option: string, expected: string): never {
+  throw new InvalidOptionError(option, expected)
+}
+
+function integer (value: unknown, option: string, fallback: number, min: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    fail(option, min === 0 ? 'an integer >= 0 (0 disables)' : 'a positive integer')
+  }
+  return value
+}
+
+function carrier (value: unknown, option: string, fallback: string | false, pattern: RegExp, byDefault: string): string | false {
+  if (value === undefined) return fallback
+  if (value === false) return false
+  if (value === true) return byDefault
+  if (typeof value !== 'string' || !pattern.test(value)) fail(option, `false, true or a name such as "${byDefault}"`)
+  return value
+}
+
+function origin (value: unknown, option: string): string {
+  let parsed: URL | undefined
+  try {
+    parsed = typeof value === 'string' ? new URL(value) : undefined
+  } catch {}
+  if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== value) {
+    fail(option, 'an origin such as "https://shop.example" (scheme, host, optional port; no path or trailing slash)')
+  }
+  return value as string
+}
+
+function hook (value: unknown, option: string): WebSocketMessageHook<any> | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'function') fail(option, 'a function (message, ctx) => message | string | Buffer | null | undefined')
+  return value as WebSocketMessageHook<any>
+}
+
+/** Validates a target's `websocket` option; `undefined` when WebSocket is off. */
+export function resolveWebSocket (value: unknown, at: string): ResolvedWebSocket | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value !== true && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    fail(at, 'a boolean or an object { token?, origins?, maxPayload?, pingInterval?, idleTimeout?, highWaterMark?, onClientMessage?, onUpstreamMessage? }')
+  }
+  const opts: WebSocketOptions<any> = value === true ? {} : value as WebSocketOptions<any>
+  const token: unknown = opts.token
+  if (token !== undefined && (typeof token !== 'object' || token === null || Array.isArray(token))) {
+    fail(`${at}.token`, 'an object { protocolPrefix?, queryParameter? }')
+  }
+  if (opts.origins !== undefined && (!Array.isArray(opts.origins) || opts.origins.length === 0)) {
+    fail(`${at}.origins`, 'a non-empty array of origins')
+  }
+  return {
+    tokenProtocolPrefix: carrier(opts.token?.protocolPrefix, `${at}.token.protocolPrefix`, DEFAULT_TOKEN_PROTOCOL_PREFIX, PROTOCOL_TOKEN, DEFAULT_TOKEN_PROTOCOL_PREFIX),
+    tokenQueryParameter: carrier(opts.token?.queryParameter, `${at}.token.queryParameter`, false, QUERY_NAME, DEFAULT_TOKEN_QUERY_PARAMETER),
+    origins: opts.origins === undefined ? undefined : new Set(opts.origins.map((o, i) => origin(o, `${at}.origins[${i}]`))),
+    maxPayload: integer(opts.maxPayload, `${at}.maxPayload`, DEFAULT_WEBSOCKET.maxPayload, 1),
+    pingInterval: integer(opts.pingInterval, `${at}.pingInterval`, DEFAULT_WEBSOCKET.pingInterval, 0),
+    idleTimeout: integer(opts.idleTimeout, `${at}.idleTimeout`, DEFAULT_WEBSOCKET.idleTimeout, 0),
+    highWaterMark: integer(opts.highWaterMark, `${at}.highWaterMark`, DEFAULT_WEBSOCKET.highWaterMark, 1),
+    onClientMessage: hook(opts.onClientMessage, `${at}.onClientMessage`),
+    onUpstreamMessage: hook(opts.onUpstreamMessage, `${at}.onUpstreamMessage`)
+  }
+}
