@@ -1,36 +1,64 @@
 import type { FastifyInstance } from 'fastify'
-import { BadCredentialsError } from '../errors.js'
+import { BadCredentialsError, BadRequestError } from '../errors.js'
 import type { ResolvedAuth } from '../options.js'
 import type { LoginCredentials } from '../types.js'
 import type { TokenService } from './token.js'
 
 // Credentials are small; a larger body is refused before it is parsed.
 const LOGIN_BODY_LIMIT = 8 * 1024
+const MAX_USERNAME = 256
+const MAX_PASSWORD = 1024
 
+// Documents the body; `validateLoginBody` enforces it strictly.
 const loginSchema = {
   body: {
     type: 'object',
     required: ['username', 'password'],
     additionalProperties: false,
     properties: {
-      username: { type: 'string', minLength: 1, maxLength: 256 },
-      password: { type: 'string', minLength: 1, maxLength: 1024 }
+      username: { type: 'string', minLength: 1, maxLength: MAX_USERNAME },
+      password: { type: 'string', minLength: 1, maxLength: MAX_PASSWORD }
     }
   }
 } as const
+
+function isBoundedString (value: unknown, max: number): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= max
+}
+
+/**
+ * Fastify's default validator coerces types and strips unknown properties;
+ * credentials get neither: exactly two non-empty strings or a 400.
+ */
+function validateLoginBody (body: unknown): { value: LoginCredentials } | { error: Error } {
+  const object = typeof body === 'object' && body !== null && !Array.isArray(body) ? body as Record<string, unknown> : {}
+  const { username, password } = object
+  if (Object.keys(object).length !== 2 || !isBoundedString(username, MAX_USERNAME) || !isBoundedString(password, MAX_PASSWORD)) {
+    return { error: new BadRequestError(`Invalid login body: expected {"username", "password"}, non-empty strings of at most ${MAX_USERNAME} and ${MAX_PASSWORD} characters`) }
+  }
+  return { value: { username, password } }
+}
 
 /** POST login route: credentials in, bearer token out. */
 export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, tokens: TokenService): void {
   if (auth.login === false) return
   const { path, verify } = auth.login
 
-  scope.post<{ Body: LoginCredentials }>(path, { schema: loginSchema, bodyLimit: LOGIN_BODY_LIMIT }, async (request, reply) => {
-    const { username, password } = request.body
-    const claims = await verify({ username, password }, request)
-    if (claims === null || typeof claims !== 'object') throw new BadCredentialsError()
-    const token = tokens.sign(claims)
-    const { exp, iat, nbf, ...publicClaims } = claims
-    reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
-    return { token, tokenType: 'Bearer', expiresIn: auth.expiresInSeconds, claims: publicClaims }
+  scope.register(async function gatehouseLogin (login) {
+    // JSON only: a text/plain body is 415, not a string to validate.
+    login.removeContentTypeParser('text/plain')
+    login.post<{ Body: LoginCredentials }>(path, {
+      schema: loginSchema,
+      validatorCompiler: () => validateLoginBody,
+      bodyLimit: LOGIN_BODY_LIMIT
+    }, async (request, reply) => {
+      const { username, password } = request.body
+      const claims = await verify({ username, password }, request)
+      if (claims === null || typeof claims !== 'object') throw new BadCredentialsError()
+      const token = tokens.sign(claims)
+      const { exp, iat, nbf, ...publicClaims } = claims
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
+      return { token, tokenType: 'Bearer', expiresIn: auth.expiresInSeconds, claims: publicClaims }
+    })
   })
 }

@@ -77,15 +77,17 @@ export interface StaticUser {
  */
 export function staticUsers (users: Record<string, StaticUser>): CredentialsVerifier {
   const table = new Map<string, StaticUser>()
-  let strongest: ScryptCost = DEFAULT_COST
+  let strongest: ScryptCost | undefined
   for (const [name, user] of Object.entries(users)) {
     const parsed = parseHash(user?.passwordHash)
     if (parsed === null) throw new TypeError(`staticUsers: user "${name}" needs a passwordHash made by hashPassword()`)
-    if (parsed.cost.N * parsed.cost.r > strongest.N * strongest.r) strongest = parsed.cost
+    if (strongest === undefined || parsed.cost.N * parsed.cost.r * parsed.cost.p > strongest.N * strongest.r * strongest.p) {
+      strongest = parsed.cost
+    }
     table.set(name, user)
   }
   // Unknown users are checked against a hash of the strongest cost in the table.
-  const decoy = hashPassword(randomBytes(16).toString('hex'), strongest)
+  const decoy = hashPassword(randomBytes(16).toString('hex'), strongest ?? DEFAULT_COST)
 
   return async function verifyStaticUser ({ username, password }) {
     const user = table.get(username)

@@ -34,13 +34,15 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
     secret,
     sign: {
       algorithm: auth.algorithm,
-      expiresIn: auth.expiresInSeconds * 1000,
+      // @fastify/jwt reads a number here as seconds.
+      expiresIn: auth.expiresInSeconds,
       ...(auth.issuer === undefined ? {} : { iss: auth.issuer }),
       ...(auth.audience === undefined ? {} : { aud: auth.audience })
     },
     verify: {
       algorithms: [auth.algorithm],
-      requiredClaims: ['exp'],
+      // fast-jwt checks iss/aud only when present: require them when configured.
+      requiredClaims: ['exp', ...(auth.issuer === undefined ? [] : ['iss']), ...(auth.audience === undefined ? [] : ['aud'])],
       clockTolerance: auth.clockToleranceSeconds * 1000,
       cache: VERIFY_CACHE_SIZE,
       ...(auth.issuer === undefined ? {} : { allowedIss: auth.issuer }),
@@ -74,12 +76,18 @@ export function bearerToken (request: FastifyRequest): string | undefined {
   return match[1]
 }
 
-/** An onRequest hook that sets `request.user` from a valid bearer token or fails with 401. */
-export function requireToken (tokens: TokenService): onRequestHookHandler {
+/**
+ * An onRequest hook that sets `request.user` from a valid bearer token or fails with 401.
+ * `find` locates the token; WebSocket upgrades pass one that also reads their other carriers.
+ */
+export function requireToken (
+  tokens: TokenService,
+  find: (request: FastifyRequest) => string | undefined = bearerToken
+): onRequestHookHandler {
   return function verifyBearerToken (request, _reply, done) {
     let claims: GatehouseClaims
     try {
-      const token = bearerToken(request)
+      const token = find(request)
       if (token === undefined) throw new TokenMissingError()
       claims = tokens.verify(token)
     } catch (err) {
