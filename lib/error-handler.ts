@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { PathTraversalError } from './errors.js'
 
 /** The one error body shape every gatehouse response uses. */
 export interface ErrorBody {
@@ -63,4 +64,15 @@ export function gatehouseErrorHandler (error: FastifyError, request: FastifyRequ
   }
   const body: ErrorBody = { statusCode: status, code, error: STATUS_CODES[status] ?? 'Error', message }
   reply.code(status).header('cache-control', 'no-store').type('application/json; charset=utf-8').send(body)
+}
+
+/**
+ * For the host's `frameworkErrors` server option. Fastify rejects a URL with
+ * broken percent-encoding before any plugin sees it, answering with its own
+ * code and the raw path; this answers in the gatehouse shape instead.
+ *
+ * @example const app = Fastify({ frameworkErrors: gatehouseFrameworkErrors })
+ */
+export function gatehouseFrameworkErrors (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  gatehouseErrorHandler(error.code === 'FST_ERR_BAD_URL' ? new PathTraversalError() : error, request, reply)
 }

@@ -18,6 +18,7 @@ export { fastifyGatehouse, gatehouse }
 export type { GatehouseDecorator } from './plugin.js'
 export { hashPassword, verifyPassword, isPasswordHash, staticUsers } from './auth/password.js'
 export type { StaticUser, ScryptCost } from './auth/password.js'
+export { gatehouseFrameworkErrors } from './error-handler.js'
 export type { ErrorBody } from './error-handler.js'
 export * as errors from './errors.js'
 export { Phase } from './types.js'

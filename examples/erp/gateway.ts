@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import gatehouse, { Phase } from 'fastify-gatehouse'
+import gatehouse, { gatehouseFrameworkErrors, Phase } from 'fastify-gatehouse'
 import type { GatehouseContext, Middleware, Next } from 'fastify-gatehouse'
 import { verifyShopUser } from './users.js'
 
@@ -49,7 +49,13 @@ const ownShopOnly = (ctx: GatehouseContext): boolean => ctx.params.shopId === ct
 export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstance> {
   // The `proxied` line of logRequests replaces Fastify's two lines per request.
   const logController = new LogController({ disableRequestLogging: true })
-  const app = Fastify({ logger: opts.logger ?? false, logController })
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    logController,
+    // Slow or stalled request bodies may not hold a connection forever.
+    requestTimeout: 60_000,
+    frameworkErrors: gatehouseFrameworkErrors
+  })
   await app.register(gatehouse, {
     auth: { secret: opts.jwtSecret, expiresIn: '1h', login: { verify: verifyShopUser() } },
     targets: [

@@ -5,15 +5,15 @@ import type { ResolvedTarget } from '../options.js'
 const MAX_DECODE_ROUNDS = 3
 
 /**
- * True when a raw request path can reach the upstream as it is: no dot
- * segments, backslashes or NUL however often it is percent-decoded, and no
- * encoded slash or backslash that an upstream might turn into a separator.
+ * True when a raw request path can reach the upstream as it is: however often
+ * it is percent-decoded, no dot segment, no `..` at a segment edge (which
+ * reply-from refuses too), no backslash or NUL, and no encoded slash or
+ * backslash that an upstream might turn into a separator.
  */
 export function isSafePath (rawPath: string): boolean {
   let path = rawPath
-  if (/%(2f|5c|00)/i.test(path)) return false
   for (let round = 0; round <= MAX_DECODE_ROUNDS; round++) {
-    if (path.includes('\\') || path.includes('\0') || hasDotSegment(path)) return false
+    if (UNSAFE.test(path) || hasDotSegment(path)) return false
     if (!path.includes('%')) return true
     let decoded: string
     try {
@@ -26,6 +26,10 @@ export function isSafePath (rawPath: string): boolean {
   }
   return false
 }
+
+// Encoded slash, backslash or NUL; a raw backslash or NUL; `..` at a segment edge.
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /%(2f|5c|00)|[\\\u0000]|\/\.\.|\.\.\//i
 
 function hasDotSegment (path: string): boolean {
   for (const segment of path.split('/')) {

@@ -5,26 +5,23 @@ const TIMEOUT_CODES = new Set([
   'FST_REPLY_FROM_TIMEOUT', 'FST_REPLY_FROM_HTTP_REQUEST_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'
 ])
 
-interface CodedError { code?: unknown, cause?: unknown }
+interface CodedError { code?: unknown, name?: unknown, cause?: unknown }
 
-function codes (err: unknown): string[] {
-  const found: string[] = []
-  // reply-from wraps undici's error, which may wrap the socket's.
-  for (let e = err as CodedError | undefined, depth = 0; e != null && depth < 4; e = e.cause as CodedError | undefined, depth++) {
-    if (typeof e.code === 'string') found.push(e.code)
-  }
-  return found
-}
+// Signs of a response that is not valid HTTP. undici's parser errors carry no
+// code (it looks the code up by number in a table keyed by name), only a name.
+const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'UND_ERR_INFO', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'ERR_ASSERTION'])
 
 /**
  * Maps a transport failure to the error a client sees: 504 for timeouts, 502
  * for everything else. The cause is kept for logs, never sent.
  */
 export function upstreamError (err: unknown): Error {
-  const all = codes(err)
-  if (all.some((code) => TIMEOUT_CODES.has(code))) return new UpstreamTimeoutError({ cause: err })
-  if (all.some((code) => code.startsWith('HPE_') || code === 'FST_REPLY_FROM_BAD_GATEWAY' || code === 'UND_ERR_INFO')) {
-    return new UpstreamBadResponseError({ cause: err })
+  let badResponse = false
+  // reply-from wraps undici's error, which may wrap the socket's.
+  for (let e = err as CodedError | undefined, depth = 0; e != null && depth < 4; e = e.cause as CodedError | undefined, depth++) {
+    const code = typeof e.code === 'string' ? e.code : ''
+    if (TIMEOUT_CODES.has(code)) return new UpstreamTimeoutError({ cause: err })
+    if (BAD_RESPONSE_CODES.has(code) || code.startsWith('HPE_') || e.name === 'HTTPParserError') badResponse = true
   }
-  return new UpstreamUnavailableError({ cause: err })
+  return badResponse ? new UpstreamBadResponseError({ cause: err }) : new UpstreamUnavailableError({ cause: err })
 }

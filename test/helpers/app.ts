@@ -1,7 +1,7 @@
 import Fastify from 'fastify'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Test } from 'tap'
-import gatehouse, { hashPassword, staticUsers } from '../../lib/index.js'
+import gatehouse, { gatehouseFrameworkErrors, hashPassword, staticUsers } from '../../lib/index.js'
 import type { GatehouseOptions, TargetOptions } from '../../lib/index.js'
 
 /** A 32-byte HS256 secret for tests. */
@@ -27,6 +27,8 @@ export interface BuildOptions {
   targets: TargetOptions<any>[]
   auth?: Partial<GatehouseOptions['auth']>
   compress?: GatehouseOptions['compress']
+  /** Fastify server options for the host app. */
+  server?: FastifyServerOptions
 }
 
 /**
@@ -34,7 +36,8 @@ export interface BuildOptions {
  * unless `auth.login` is given), closed on teardown.
  */
 export async function buildApp (t: Test, opts: BuildOptions): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false })
+  // As the README recommends: the host maps Fastify's own URL errors to the gatehouse shape.
+  const app = Fastify({ logger: false, frameworkErrors: gatehouseFrameworkErrors, ...opts.server })
   t.teardown(() => app.close())
   await app.register(gatehouse, {
     auth: { secret: SECRET, login: { verify: await testUsers() }, ...opts.auth },
