@@ -66,6 +66,19 @@ export const ForbiddenError = createError<'FST_GATEHOUSE_FORBIDDEN'>(
   403
 )
 
+// WebSocket upgrades (refused before any 101)
+export const OriginNotAllowedError = createError<'FST_GATEHOUSE_ORIGIN_NOT_ALLOWED'>(
+  'FST_GATEHOUSE_ORIGIN_NOT_ALLOWED',
+  'This origin may not open a WebSocket here',
+  403
+)
+
+export const WebSocketNotEnabledError = createError<'FST_GATEHOUSE_WEBSOCKET_NOT_ENABLED'>(
+  'FST_GATEHOUSE_WEBSOCKET_NOT_ENABLED',
+  'WebSocket is not enabled for this path',
+  404
+)
+
 export const BodyTooLargeError = createError<'FST_GATEHOUSE_BODY_TOO_LARGE'>(
   'FST_GATEHOUSE_BODY_TOO_LARGE',
   'The request body is too large',

@@ -25,5 +25,6 @@ export { Phase } from './types.js'
 export type {
   AuthOptions, CredentialsVerifier, GatehouseClaims, GatehouseContext, GatehouseOptions, HeaderMap,
   LoginCredentials, LoginOptions, Middleware, MiddlewareEntry, Next, PhaseName, ProxyRequest,
-  ProxyResponse, ResponseBody, TargetCredentials, TargetInfo, TargetOptions, TimeoutOptions, TokenAlgorithm
+  ProxyResponse, ResponseBody, TargetCredentials, TargetInfo, TargetOptions, TimeoutOptions, TokenAlgorithm,
+  WebSocketContext, WebSocketHookResult, WebSocketMessage, WebSocketMessageHook, WebSocketOptions, WebSocketTokenOptions
 } from './types.js'

@@ -1,6 +1,8 @@
 import type { FastifyCompressOptions } from '@fastify/compress'
 import { InvalidMiddlewareError, InvalidOptionError } from './errors.js'
 import { Phase } from './types.js'
+import { resolveWebSocket } from './ws/options.js'
+import type { ResolvedWebSocket } from './ws/options.js'
 import type {
   AuthOptions, CredentialsVerifier, GatehouseOptions, Middleware, TargetCredentials,
   TargetOptions, TokenAlgorithm
@@ -59,6 +61,8 @@ export interface ResolvedTarget {
   readonly middleware: readonly ResolvedMiddleware[]
   readonly state: Readonly<Record<string, unknown>>
   readonly timeouts: Readonly<Required<NonNullable<TargetOptions['timeouts']>>>
+  /** WebSocket tunnelling, `undefined` when off. */
+  readonly websocket: ResolvedWebSocket | undefined
 }
 
 export interface ResolvedOptions {
@@ -258,7 +262,8 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
     public: target.public === true,
     middleware: resolveMiddleware(target.middleware, `${at}.middleware`),
     state: Object.freeze({ ...(target.state ?? {}) }),
-    timeouts: resolveTimeouts(target.timeouts, `${at}.timeouts`)
+    timeouts: resolveTimeouts(target.timeouts, `${at}.timeouts`),
+    websocket: resolveWebSocket(target.websocket, `${at}.websocket`)
   }
 }
 

@@ -7,6 +7,7 @@ import { gatehouseErrorHandler } from './error-handler.js'
 import { resolveOptions } from './options.js'
 import { targetScope } from './proxy/target.js'
 import type { GatehouseClaims, GatehouseOptions } from './types.js'
+import { registerWebSocket } from './ws/server.js'
 
 /** What the plugin adds to the host instance as `fastify.gatehouse`. */
 export interface GatehouseDecorator {
@@ -40,6 +41,8 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
     scope.setErrorHandler(gatehouseErrorHandler)
     // Compression hooks attach to routes as they are added: it goes first.
     if (options.compress !== false) await scope.register(fastifyCompress, options.compress)
+    // Same for WebSocket routes; one instance owns the server's 'upgrade' event.
+    if (options.targets.some((target) => target.websocket !== undefined)) await registerWebSocket(scope, options.targets)
     tokens = await registerTokens(scope, options.auth)
     registerLogin(scope, options.auth, tokens)
     for (const target of options.targets) {

@@ -11,6 +11,7 @@ import { isStream, RequestContext } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
 import { upstreamError } from './upstream-errors.js'
+import { websocketRoute } from '../ws/upgrade.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
 const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
@@ -149,8 +150,26 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       exposeHeadRoute: false,
       logSerializers: { err: safeErrorLog }
     }
-    scope.route({ ...routeOptions, url: '/' })
-    scope.route({ ...routeOptions, url: '/*' })
+    if (target.websocket === undefined) {
+      scope.route({ ...routeOptions, url: '/' })
+      scope.route({ ...routeOptions, url: '/*' })
+      return
+    }
+    // @fastify/websocket takes a wsHandler on a GET route only: GET carries both.
+    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: (reply, response) => send(reply, response, compressing) })
+    const otherMethods = METHODS.filter((method) => method !== 'GET')
+    for (const url of ['/', '/*']) {
+      scope.route({ ...routeOptions, url, method: otherMethods })
+      scope.route({
+        ...routeOptions,
+        url,
+        method: 'GET',
+        onRequest: [guardPath, ...ws.onRequest],
+        preHandler: ws.preHandler,
+        wsHandler: ws.wsHandler,
+        config: ws.config
+      })
+    }
   }
 }
 

@@ -30,10 +30,13 @@ function fail (option: string, expected: string): never {
   throw new InvalidOptionError(option, expected)
 }
 
-function integer (value: unknown, option: string, fallback: number, min: number): number {
+// Node timers overflow above this many milliseconds.
+const MAX_TIMER = 2 ** 31 - 1
+
+function integer (value: unknown, option: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    fail(option, min === 0 ? 'an integer >= 0 (0 disables)' : 'a positive integer')
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    fail(option, `an integer from ${min} to ${max}${min === 0 ? ' (0 disables)' : ''}`)
   }
   return value
 }
@@ -82,8 +85,8 @@ export function resolveWebSocket (value: unknown, at: string): ResolvedWebSocket
     tokenQueryParameter: carrier(opts.token?.queryParameter, `${at}.token.queryParameter`, false, QUERY_NAME, DEFAULT_TOKEN_QUERY_PARAMETER),
     origins: opts.origins === undefined ? undefined : new Set(opts.origins.map((o, i) => origin(o, `${at}.origins[${i}]`))),
     maxPayload: integer(opts.maxPayload, `${at}.maxPayload`, DEFAULT_WEBSOCKET.maxPayload, 1),
-    pingInterval: integer(opts.pingInterval, `${at}.pingInterval`, DEFAULT_WEBSOCKET.pingInterval, 0),
-    idleTimeout: integer(opts.idleTimeout, `${at}.idleTimeout`, DEFAULT_WEBSOCKET.idleTimeout, 0),
+    pingInterval: integer(opts.pingInterval, `${at}.pingInterval`, DEFAULT_WEBSOCKET.pingInterval, 0, MAX_TIMER),
+    idleTimeout: integer(opts.idleTimeout, `${at}.idleTimeout`, DEFAULT_WEBSOCKET.idleTimeout, 0, MAX_TIMER),
     highWaterMark: integer(opts.highWaterMark, `${at}.highWaterMark`, DEFAULT_WEBSOCKET.highWaterMark, 1),
     onClientMessage: hook(opts.onClientMessage, `${at}.onClientMessage`),
     onUpstreamMessage: hook(opts.onUpstreamMessage, `${at}.onUpstreamMessage`)

@@ -1,0 +1,284 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
+import type { WebsocketHandler } from '@fastify/websocket'
+import { WebSocket } from 'ws'
+import type { TokenService } from '../auth/token.js'
+import { bearerToken, requireToken } from '../auth/token.js'
+import {
+  ForbiddenError, NoResponseError, OriginNotAllowedError, TokenInvalidError, UpstreamBadResponseError, UpstreamTimeoutError
+} from '../errors.js'
+import type { ResolvedTarget } from '../options.js'
+import type { Composed } from '../proxy/compose.js'
+import { RequestContext } from '../proxy/context.js'
+import { outgoingHeaders } from '../proxy/headers.js'
+import { assertInsideBase, splitUrl, upstreamPath } from '../proxy/path.js'
+import { upstreamError } from '../proxy/upstream-errors.js'
+import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
+import type { ResolvedWebSocket } from './options.js'
+import { agreeProtocol, markTunnelled, WEBSOCKET_ROUTE } from './server.js'
+import { tunnel } from './tunnel.js'
+
+/** What a target scope lends the WebSocket route. */
+export interface WebSocketRouteDeps {
+  readonly target: ResolvedTarget
+  readonly settings: ResolvedWebSocket
+  readonly tokens: TokenService
+  readonly info: TargetInfo
+  /** Header names the caller may not send (the target's credential headers). */
+  readonly strip: ReadonlySet<string>
+  readonly run: Composed
+  readonly credentialHeaders: (ctx: GatehouseContext<any>) => Promise<Record<string, string>>
+  /** Sends a response a middleware set instead of opening the tunnel. */
+  readonly refuse: (reply: FastifyReply, response: ProxyResponse) => Promise<FastifyReply> | FastifyReply
+}
+
+/** The parts of the GET route that serve upgrades; plain GETs pass through them. */
+export interface WebSocketRoute {
+  readonly onRequest: onRequestHookHandler[]
+  readonly preHandler: preHandlerHookHandler
+  readonly wsHandler: WebsocketHandler
+  readonly config: Record<string, unknown>
+}
+
+interface Pending {
+  readonly upstream: WebSocket
+  readonly ctx: GatehouseContext<any>
+  readonly token: string | undefined
+  readonly abandon: () => void
+}
+
+// The client's handshake headers belong to its own hop; ws writes its own.
+const HANDSHAKE_HEADER = /^sec-websocket-/
+
+function offeredProtocols (header: string | string[] | undefined): string[] {
+  if (header === undefined) return []
+  const joined = Array.isArray(header) ? header.join(',') : header
+  const protocols: string[] = []
+  for (const entry of joined.split(',')) {
+    const protocol = entry.trim()
+    if (protocol !== '') protocols.push(protocol)
+  }
+  return protocols
+}
+
+function decode (value: string): string | undefined {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, ' '))
+  } catch {
+    return undefined
+  }
+}
+
+function isParameter (pair: string, name: string): boolean {
+  const raw = pair.split('=', 1)[0] as string
+  return raw === name || decode(raw) === name
+}
+
+/** The raw query without parameter `name`; the other pairs keep their bytes. */
+function withoutParameter (query: string, name: string): string {
+  return query === '' ? query : query.split('&').filter((pair) => !isParameter(pair, name)).join('&')
+}
+
+/** The value of query parameter `name` (first occurrence), decoded. */
+function queryValue (query: string, name: string): string | undefined {
+  for (const pair of query.split('&')) {
+    if (!isParameter(pair, name)) continue
+    const eq = pair.indexOf('=')
+    const value = eq === -1 ? '' : decode(pair.slice(eq + 1))
+    if (value === undefined) throw new TokenInvalidError()
+    return value === '' ? undefined : value
+  }
+  return undefined
+}
+
+/**
+ * The caller's token for an upgrade: `Authorization: Bearer` first, then the
+ * configured `Sec-WebSocket-Protocol` entry, then the query parameter. Plain
+ * HTTP requests only ever use the header.
+ */
+export function upgradeToken (request: FastifyRequest, settings: ResolvedWebSocket): string | undefined {
+  const header = bearerToken(request)
+  if (header !== undefined || request.ws !== true) return header
+  const prefix = settings.tokenProtocolPrefix
+  if (prefix !== false) {
+    for (const protocol of offeredProtocols(request.headers['sec-websocket-protocol'])) {
+      if (protocol.startsWith(prefix) && protocol.length > prefix.length) return protocol.slice(prefix.length)
+    }
+  }
+  const parameter = settings.tokenQueryParameter
+  return parameter === false ? undefined : queryValue(splitUrl(request.url).query, parameter)
+}
+
+/** Opens the upstream socket; resolves once its 101 arrived, paused until the tunnel starts. */
+function openUpstream (
+  url: string, protocols: string[], headers: Record<string, string>, settings: ResolvedWebSocket, timeout: number
+): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const upstream = new WebSocket(url, protocols, { headers, maxPayload: settings.maxPayload, perMessageDeflate: false, followRedirects: false })
+    let settled = false
+    const settle = (err?: Error): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      if (err === undefined) {
+        resolve(upstream)
+      } else {
+        upstream.terminate()
+        reject(err)
+      }
+    }
+    const timer = setTimeout(() => settle(new UpstreamTimeoutError()), timeout)
+    // Stays for the socket's life: an error between open and tunnel must not crash.
+    upstream.on('error', (err) => settle(upstreamError(err)))
+    upstream.once('unexpected-response', () => settle(new UpstreamBadResponseError()))
+    upstream.once('open', () => {
+      // Messages that arrive before the tunnel listens must wait, not vanish.
+      upstream.pause()
+      settle()
+    })
+  })
+}
+
+/**
+ * Builds the WebSocket side of a target's GET route. Everything that can
+ * refuse the upgrade runs before the 101: origin and token (onRequest), then
+ * `authorize`, the middleware and the upstream handshake (preHandler), so a
+ * refused caller gets a plain HTTP error and a dead upstream a 502.
+ */
+export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps): WebSocketRoute {
+  const { target, settings, tokens, info, strip, run, credentialHeaders, refuse } = deps
+  const wsOrigin = target.origin.replace(/^http/, 'ws')
+  const pending = new WeakMap<FastifyRequest, Pending>()
+  const open = new Set<WebSocket>()
+  scope.addHook('onClose', async () => {
+    // Tunnels closing since preClose keep their handshake; ws ends them in 30 s at most.
+    for (const upstream of open) {
+      if (upstream.readyState === WebSocket.OPEN) upstream.close(1001, 'Server shutting down')
+    }
+  })
+
+  const findToken = (request: FastifyRequest): string | undefined => upgradeToken(request, settings)
+  const onRequest: onRequestHookHandler[] = []
+  const origins = settings.origins
+  if (origins !== undefined) {
+    onRequest.push(function checkOrigin (request, _reply, done) {
+      const origin = request.headers.origin
+      done(request.ws !== true || origin === undefined || origins.has(origin) ? undefined : new OriginNotAllowedError())
+    })
+  }
+  if (!target.public) onRequest.push(requireToken(tokens, findToken))
+
+  function isTokenProtocol (protocol: string): boolean {
+    return settings.tokenProtocolPrefix !== false && protocol.startsWith(settings.tokenProtocolPrefix)
+  }
+
+  function upgradeHeaders (request: FastifyRequest): HeaderMap {
+    const headers = outgoingHeaders(request, strip)
+    for (const name in headers) {
+      if (HANDSHAKE_HEADER.test(name)) delete headers[name]
+    }
+    // Middleware sees (and may change) the subprotocols offered upstream.
+    const protocols = offeredProtocols(request.headers['sec-websocket-protocol']).filter((p) => !isTokenProtocol(p))
+    if (protocols.length > 0) headers['sec-websocket-protocol'] = protocols.join(', ')
+    return headers
+  }
+
+  async function connect (ctx: GatehouseContext<any>): Promise<WebSocket> {
+    const outgoing = ctx.request
+    assertInsideBase(target, outgoing.path)
+    const headers: Record<string, string> = {}
+    let protocols: string[] = []
+    for (const name in outgoing.headers) {
+      const value = outgoing.headers[name]
+      if (value === undefined) continue
+      const lower = name.toLowerCase()
+      if (lower === 'sec-websocket-protocol') protocols = offeredProtocols(value)
+      else if (!HANDSHAKE_HEADER.test(lower)) headers[lower] = Array.isArray(value) ? value.join(', ') : value
+    }
+    Object.assign(headers, await credentialHeaders(ctx))
+    const url = wsOrigin + outgoing.path + (outgoing.query === '' ? '' : `?${outgoing.query}`)
+    const upstream = await openUpstream(url, protocols, headers, settings, target.timeouts.response)
+    open.add(upstream)
+    upstream.once('close', () => open.delete(upstream))
+    return upstream
+  }
+
+  /** Runs the upgrade up to the upstream's 101; false when a response was sent instead. */
+  async function prepare (request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
+    const { path, query } = splitUrl(request.url)
+    const parameter = settings.tokenQueryParameter
+    const outgoing = {
+      method: 'GET',
+      path: upstreamPath(target, path, request.params as Record<string, string>),
+      query: parameter === false ? query : withoutParameter(query, parameter),
+      headers: upgradeHeaders(request)
+    }
+    const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply)
+    if (target.authorize !== undefined && await target.authorize(ctx) !== true) throw new ForbiddenError()
+
+    let upstream: WebSocket | undefined
+    try {
+      await run(ctx, async (ctx) => {
+        // ctx.respond() before next() refuses the upgrade.
+        if (ctx.response !== undefined) return
+        upstream = await connect(ctx)
+        ctx.response = { status: 101, headers: {}, body: null }
+      })
+    } catch (err) {
+      upstream?.terminate()
+      throw err
+    }
+    const response = ctx.response
+    if (upstream === undefined || response?.status !== 101) {
+      upstream?.terminate()
+      if (response === undefined || response.status === 101) throw new NoResponseError()
+      await refuse(reply, response)
+      return false
+    }
+
+    const socket = request.raw.socket
+    const connected = upstream
+    // If the caller's handshake never completes, the upstream must not linger.
+    const abandon = (): void => connected.terminate()
+    if (socket.destroyed) abandon()
+    socket.once('close', abandon)
+    pending.set(request, { upstream, ctx, token: target.public ? undefined : findToken(request), abandon })
+    agreeProtocol(request.raw, upstream.protocol)
+    return true
+  }
+
+  const preHandler: preHandlerHookHandler = function openTunnelUpstream (request, reply, done) {
+    if (request.ws !== true) {
+      done()
+      return
+    }
+    prepare(request, reply).then((proceed) => { if (proceed) done() }, done)
+  }
+
+  const wsHandler: WebsocketHandler = function startTunnel (client, request) {
+    const entry = pending.get(request)
+    if (entry === undefined) {
+      client.close(1011)
+      return
+    }
+    pending.delete(request)
+    markTunnelled(request.raw.socket)
+    request.raw.socket.removeListener('close', entry.abandon)
+    const { upstream, ctx, token } = entry
+    const exp = ctx.user?.exp
+    tunnel(client, upstream, {
+      settings,
+      context: { state: ctx.state, user: ctx.user, params: ctx.params, target: info, log: request.log, fastifyRequest: request },
+      expiresAt: token !== undefined && typeof exp === 'number' ? exp * 1000 : undefined,
+      tokenValid: () => {
+        try {
+          tokens.verify(token as string)
+          return true
+        } catch {
+          return false
+        }
+      }
+    })
+  }
+
+  return { onRequest, preHandler, wsHandler, config: { [WEBSOCKET_ROUTE]: true } }
+}
