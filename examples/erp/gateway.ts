@@ -65,7 +65,10 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
         upstream: opts.transactionsUrl,
         credentials: { header: 'X-API-Key', value: opts.transactionsApiKey },
         authorize: ownShopOnly,
-        middleware: [{ phase: Phase.clientEdge, handler: logRequests }]
+        middleware: [{ phase: Phase.clientEdge, handler: logRequests }],
+        // The live feed (/shops/:shopId/transactions/live): the same token
+        // check, authorize and key swap on the upgrade, before any 101.
+        websocket: true
       },
       {
         name: 'inventory',

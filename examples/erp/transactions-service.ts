@@ -1,12 +1,19 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import fastifyWebsocket from '@fastify/websocket'
+import { WebSocket } from 'ws'
 
 /*
  * A demo transactions service, the first target of the ERP example. It knows
  * nothing about users or tokens: it trusts whoever holds its API key, which is
- * exactly why it sits behind the gateway.
+ * exactly why it sits behind the gateway. Besides CRUD it has a live feed,
+ * `GET /shops/:shopId/transactions/live` (WebSocket), that pushes each
+ * transaction created for the shop as one JSON text message.
  */
+
+/** The feed's subprotocol; chosen when offered, none otherwise. */
+export const LIVE_FEED_PROTOCOL = 'transactions.v1'
 
 export interface Transaction {
   id: number
@@ -64,6 +71,11 @@ const updateBody = { type: 'object', additionalProperties: false, minProperties:
 
 const sha256 = (value: string): Buffer => createHash('sha256').update(value).digest()
 
+// A subscriber that lets this much pile up unread is dropped rather than buffered without bound.
+const MAX_SUBSCRIBER_BACKLOG = 1024 * 1024
+// How long subscribers get to answer the close frame when the service closes.
+const CLOSE_GRACE_MS = 2000
+
 /** Builds the service (not listening); state lives in the instance. */
 export function buildTransactionsService ({ apiKey, logger = false }: TransactionsServiceOptions): FastifyInstance {
   const app = Fastify({ logger })
@@ -72,6 +84,32 @@ export function buildTransactionsService ({ apiKey, logger = false }: Transactio
   const transactions = new Map<number, Transaction>()
   let lastId = 0
   for (const seed of SEED) transactions.set(++lastId, { id: lastId, ...seed })
+  // Live feed subscribers per shop; a set is removed with its last socket.
+  const subscribers = new Map<string, Set<WebSocket>>()
+
+  // Upgrades go through the Fastify routing too, so the key check below runs
+  // before any 101. Subscribers only listen: 4 KiB is plenty for their frames.
+  app.register(fastifyWebsocket, {
+    options: {
+      maxPayload: 4096,
+      handleProtocols: (offered) => offered.has(LIVE_FEED_PROTOCOL) ? LIVE_FEED_PROTOCOL : false
+    },
+    // On close: a close frame to every subscriber, and a subscriber that has
+    // not answered within the grace period is dropped, so that close() never
+    // waits for it (ws alone would wait 30 s).
+    preClose (done) {
+      for (const shop of subscribers.values()) {
+        for (const socket of shop) socket.close(1001, 'Server shutting down')
+      }
+      setTimeout(() => {
+        for (const shop of subscribers.values()) {
+          for (const socket of shop) socket.terminate()
+        }
+      }, CLOSE_GRACE_MS).unref()
+      this.websocketServer.close()
+      done()
+    }
+  })
 
   app.addHook('onRequest', async (request, reply) => {
     const key = request.headers['x-api-key']
@@ -95,8 +133,37 @@ export function buildTransactionsService ({ apiKey, logger = false }: Transactio
     async (request, reply) => {
       const created: Transaction = { id: ++lastId, shopId: request.params.shopId, ...request.body, createdAt: new Date().toISOString() }
       transactions.set(created.id, created)
+      publish(created)
       return reply.code(201).send(created)
     })
+
+  function publish (created: Transaction): void {
+    const shop = subscribers.get(created.shopId)
+    if (shop === undefined) return
+    const message = JSON.stringify(created)
+    for (const socket of shop) {
+      if (socket.readyState !== WebSocket.OPEN) continue
+      if (socket.bufferedAmount > MAX_SUBSCRIBER_BACKLOG) socket.terminate()
+      else socket.send(message)
+    }
+  }
+
+  // Declared in a plugin so that it is added once @fastify/websocket has loaded:
+  // the plugin's onRoute hook is what makes a route upgradeable.
+  app.register(async (live) => {
+    live.get<{ Params: { shopId: string } }>(
+      '/shops/:shopId/transactions/live', { websocket: true, schema: { params: shopParams } },
+      (socket, request) => {
+        const { shopId } = request.params
+        let shop = subscribers.get(shopId)
+        if (shop === undefined) subscribers.set(shopId, shop = new Set())
+        shop.add(socket)
+        socket.once('close', () => {
+          shop.delete(socket)
+          if (shop.size === 0 && subscribers.get(shopId) === shop) subscribers.delete(shopId)
+        })
+      })
+  })
 
   app.get<{ Params: { shopId: string, id: number } }>('/shops/:shopId/transactions/:id', { schema: { params: itemParams } }, async (request, reply) => {
     return find(request.params.shopId, request.params.id) ?? reply.code(404).send(notFound)
