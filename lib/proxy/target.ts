@@ -1,6 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods, onRequestHookHandler } from 'fastify'
 import replyFrom from '@fastify/reply-from'
-import { Pool } from 'undici'
 import type { TokenService } from '../auth/token.js'
 import { requireToken } from '../auth/token.js'
 import { ForbiddenError, NoResponseError, PathTraversalError } from '../errors.js'
@@ -11,12 +10,11 @@ import { isStream, RequestContext } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
 import { upstreamError } from './upstream-errors.js'
+import { createDispatcher } from '../transport/dispatcher.js'
 import { websocketRoute } from '../ws/upgrade.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
 const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
-// Upstream connections per target; undici queues requests beyond it.
-const POOL_CONNECTIONS = 128
 // Upstream bodies up to this size, with a known length, are compressed in one go.
 const SMALL_BODY_BYTES = 16 * 1024
 
@@ -48,14 +46,9 @@ function safeErrorLog (err: Error & { code?: unknown, cause?: { code?: unknown }
  */
 export function targetScope (target: ResolvedTarget, tokens: TokenService) {
   return async function gatehouseTarget (scope: FastifyInstance): Promise<void> {
-    const pool = new Pool(target.origin, {
-      connections: POOL_CONNECTIONS,
-      connect: { timeout: target.timeouts.connect, rejectUnauthorized: true },
-      headersTimeout: target.timeouts.response,
-      bodyTimeout: target.timeouts.idle
-    })
-    scope.addHook('onClose', async () => { await pool.destroy() })
-    await scope.register(replyFrom, { base: target.origin, undici: pool, disableRequestLogging: true })
+    const upstream = createDispatcher(target)
+    scope.addHook('onClose', upstream.close)
+    await scope.register(replyFrom, { base: target.origin, undici: upstream.dispatcher, disableRequestLogging: true })
 
     scope.removeAllContentTypeParsers()
     scope.addContentTypeParser('*', passBodyThrough)
