@@ -121,3 +121,85 @@ export const UnsupportedMediaTypeError = createError<'FST_GATEHOUSE_UNSUPPORTED_
   'Unsupported media type: send application/json',
   415
 )
+
+export const RewriteFailedError = createError<'FST_GATEHOUSE_REWRITE_FAILED'>(
+  'FST_GATEHOUSE_REWRITE_FAILED',
+  'The gateway could not route this request',
+  500
+)
+
+// Upstream transport (lib/transport): fast failures that carry Retry-After
+export const NoHealthyUpstreamError = createError<'FST_GATEHOUSE_NO_HEALTHY_UPSTREAM'>(
+  'FST_GATEHOUSE_NO_HEALTHY_UPSTREAM',
+  'No healthy upstream is available',
+  503
+)
+
+export const CircuitOpenError = createError<'FST_GATEHOUSE_CIRCUIT_OPEN'>(
+  'FST_GATEHOUSE_CIRCUIT_OPEN',
+  'The upstream service is failing; try again later',
+  503
+)
+
+export const ShuttingDownError = createError<'FST_GATEHOUSE_SHUTTING_DOWN'>(
+  'FST_GATEHOUSE_SHUTTING_DOWN',
+  'The gateway is shutting down',
+  503
+)
+
+// Token lifecycle (lib/auth: refresh, logout, login throttling, store)
+export const TokenRevokedError = createError<'FST_GATEHOUSE_TOKEN_REVOKED'>(
+  'FST_GATEHOUSE_TOKEN_REVOKED',
+  'The bearer token has been revoked',
+  401
+)
+
+export const RefreshTokenInvalidError = createError<'FST_GATEHOUSE_REFRESH_TOKEN_INVALID'>(
+  'FST_GATEHOUSE_REFRESH_TOKEN_INVALID',
+  'The refresh token is invalid, expired or revoked',
+  401
+)
+
+export const RefreshTokenReusedError = createError<'FST_GATEHOUSE_REFRESH_TOKEN_REUSED'>(
+  'FST_GATEHOUSE_REFRESH_TOKEN_REUSED',
+  'The refresh token was already used; the session has been revoked',
+  401
+)
+
+export const TooManyAttemptsError = createError<'FST_GATEHOUSE_TOO_MANY_ATTEMPTS'>(
+  'FST_GATEHOUSE_TOO_MANY_ATTEMPTS',
+  'Too many failed login attempts; try again later',
+  429
+)
+
+export const StoreUnavailableError = createError<'FST_GATEHOUSE_STORE_UNAVAILABLE'>(
+  'FST_GATEHOUSE_STORE_UNAVAILABLE',
+  'The gateway cannot check tokens right now; try again later',
+  503
+)
+
+// Bodies in middleware (lib/proxy/body.ts) and upstream answers given to onUpstreamError
+export const UnsupportedContentEncodingError = createError<'FST_GATEHOUSE_UNSUPPORTED_CONTENT_ENCODING'>(
+  'FST_GATEHOUSE_UNSUPPORTED_CONTENT_ENCODING',
+  'Unsupported Content-Encoding: send gzip, deflate, br or identity',
+  415
+)
+
+export const UpstreamBodyTooLargeError = createError<'FST_GATEHOUSE_UPSTREAM_BODY_TOO_LARGE'>(
+  'FST_GATEHOUSE_UPSTREAM_BODY_TOO_LARGE',
+  'The upstream response is too large to process',
+  502
+)
+
+export const UpstreamBodyInvalidError = createError<'FST_GATEHOUSE_UPSTREAM_BODY_INVALID'>(
+  'FST_GATEHOUSE_UPSTREAM_BODY_INVALID',
+  'The upstream response body could not be processed',
+  502
+)
+
+/** What `onUpstreamError` receives for an upstream 4xx/5xx; its statusCode is the upstream's. */
+export const UpstreamStatusError = createError<'FST_GATEHOUSE_UPSTREAM_STATUS'>(
+  'FST_GATEHOUSE_UPSTREAM_STATUS',
+  'The upstream service answered with status %s',
+  502
+)

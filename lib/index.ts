@@ -18,12 +18,24 @@ export { fastifyGatehouse, gatehouse }
 export type { GatehouseDecorator } from './plugin.js'
 export { hashPassword, verifyPassword, isPasswordHash, staticUsers } from './auth/password.js'
 export type { StaticUser, ScryptCost } from './auth/password.js'
+export { MemoryStore, storeKeys } from './auth/store.js'
+export type { GatehouseStore, MemoryStoreOptions } from './auth/store.js'
+export type { LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from './types.js'
 export { gatehouseFrameworkErrors } from './error-handler.js'
 export type { ErrorBody } from './error-handler.js'
+export type {
+  ActiveHealthOptions, CircuitBreakerOptions, PassiveHealthOptions, PoolOptions, RetryOptions, RewriteOptions,
+  ShutdownOptions, TransportOptions, UpstreamTlsOptions
+} from './transport/options.js'
 export * as errors from './errors.js'
 export { Phase } from './types.js'
+export { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 export type {
-  AuthOptions, CredentialsVerifier, GatehouseClaims, GatehouseContext, GatehouseOptions, HeaderMap,
+  BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure
+} from './types.js'
+export type {
+  AllowRule, AuthOptions, CredentialsVerifier, GatehouseClaims, GatehouseContext, GatehouseOptions, HeaderMap,
+  RewriteFunction, TenantRule,
   LoginCredentials, LoginOptions, Middleware, MiddlewareEntry, Next, PhaseName, ProxyRequest,
   ProxyResponse, ResponseBody, TargetCredentials, TargetInfo, TargetOptions, TimeoutOptions, TokenAlgorithm,
   WebSocketContext, WebSocketHookResult, WebSocketMessage, WebSocketMessageHook, WebSocketOptions, WebSocketTokenOptions

@@ -1,8 +1,17 @@
 import type { FastifyCompressOptions } from '@fastify/compress'
 import { InvalidMiddlewareError, InvalidOptionError } from './errors.js'
 import { Phase } from './types.js'
+import { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 import { resolveWebSocket } from './ws/options.js'
+import { lifecycleRoutes, resolveLifecycle } from './auth/lifecycle-options.js'
+import type { ResolvedLifecycle } from './auth/lifecycle-options.js'
+import { resolveRules } from './auth/rules.js'
+import type { ResolvedRules } from './auth/rules.js'
+import { resolveRewrite } from './proxy/rewrite.js'
+import type { ResolvedRewrite } from './proxy/rewrite.js'
 import type { ResolvedWebSocket } from './ws/options.js'
+import { resolveShutdown, resolveTransport } from './transport/options.js'
+import type { ResolvedTransport } from './transport/options.js'
 import type {
   AuthOptions, CredentialsVerifier, GatehouseOptions, Middleware, TargetCredentials,
   TargetOptions, TokenAlgorithm
@@ -33,6 +42,8 @@ export interface ResolvedAuth {
   readonly audience: string | undefined
   readonly clockToleranceSeconds: number
   readonly login: { readonly path: string, readonly verify: CredentialsVerifier } | false
+  /** Refresh, logout, login throttling and their store. */
+  readonly lifecycle: ResolvedLifecycle
 }
 
 export type ResolvedCredentials =
@@ -55,20 +66,30 @@ export interface ResolvedTarget {
   /** Upstream base path without a trailing slash ('' for the root). */
   readonly basePath: string
   readonly rewritePrefix: string | undefined
+  /** `rewrite`: a parsed template or a function, `undefined` when off. */
+  readonly rewrite: ResolvedRewrite | undefined
+  /** `allow` and `tenant`, `undefined` when neither is set. */
+  readonly rules: ResolvedRules | undefined
   readonly credentials: ResolvedCredentials
   readonly authorize: TargetOptions<any>['authorize']
   readonly public: boolean
   readonly middleware: readonly ResolvedMiddleware[]
   readonly state: Readonly<Record<string, unknown>>
   readonly timeouts: Readonly<Required<NonNullable<TargetOptions['timeouts']>>>
+  /** Cap of bodies read by middleware, in bytes. */
+  readonly maxBufferedBody: number
+  readonly onUpstreamError: TargetOptions<any>['onUpstreamError']
   /** WebSocket tunnelling, `undefined` when off. */
   readonly websocket: ResolvedWebSocket | undefined
+  /** Pool, TLS, retries, balancing, health, breaker, rewriting; `origins` lists every upstream. */
+  readonly transport: ResolvedTransport
 }
 
 export interface ResolvedOptions {
   readonly auth: ResolvedAuth
   readonly targets: readonly ResolvedTarget[]
   readonly compress: FastifyCompressOptions | false
+  readonly shutdown: { readonly drainTimeout: number }
 }
 
 function fail (option: string, expected: string): never {
@@ -153,7 +174,8 @@ function resolveAuth (auth: unknown): ResolvedAuth {
     issuer: optionalString(opts.issuer, 'auth.issuer'),
     audience: optionalString(opts.audience, 'auth.audience'),
     clockToleranceSeconds,
-    login
+    login,
+    lifecycle: resolveLifecycle(opts, login === false ? false : login.path)
   }
 }
 
@@ -234,7 +256,8 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
 
   let url: URL
   try {
-    url = new URL(String(target.upstream))
+    // Several upstreams share one base path; the first one stands for all here.
+    url = new URL(String(Array.isArray(target.upstream) ? target.upstream[0] : target.upstream))
   } catch {
     fail(`${at}.upstream`, 'an absolute http: or https: URL')
   }
@@ -246,6 +269,9 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
   if (target.authorize !== undefined && typeof target.authorize !== 'function') fail(`${at}.authorize`, 'a function (ctx) => boolean')
   if (target.public !== undefined && typeof target.public !== 'boolean') fail(`${at}.public`, 'a boolean')
   if (target.state !== undefined && !isObject(target.state)) fail(`${at}.state`, 'a plain object')
+  if (target.onUpstreamError !== undefined && typeof target.onUpstreamError !== 'function') {
+    fail(`${at}.onUpstreamError`, 'a function (error, ctx) => response | undefined')
+  }
 
   return {
     name: target.name === undefined ? prefix : optionalString(target.name, `${at}.name`) as string,
@@ -257,13 +283,18 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
     rewritePrefix: target.rewritePrefix === undefined
       ? undefined
       : target.rewritePrefix === '' ? '' : resolvePath(target.rewritePrefix, `${at}.rewritePrefix`).replace(/^\/$/, ''),
+    rewrite: resolveRewrite(target, prefix, at),
+    rules: resolveRules(target, prefix, at),
     credentials: resolveCredentials(target.credentials, `${at}.credentials`),
     authorize: target.authorize,
     public: target.public === true,
     middleware: resolveMiddleware(target.middleware, `${at}.middleware`),
     state: Object.freeze({ ...(target.state ?? {}) }),
     timeouts: resolveTimeouts(target.timeouts, `${at}.timeouts`),
-    websocket: resolveWebSocket(target.websocket, `${at}.websocket`)
+    maxBufferedBody: positiveInteger(target.maxBufferedBody, `${at}.maxBufferedBody`, DEFAULT_MAX_BUFFERED_BODY),
+    onUpstreamError: target.onUpstreamError,
+    websocket: resolveWebSocket(target.websocket, `${at}.websocket`),
+    transport: resolveTransport(target.transport, target.upstream, at)
   }
 }
 
@@ -282,9 +313,12 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
     if (auth.login !== false && target.prefix === auth.login.path) {
       fail(`targets[${index}].prefix`, `a prefix other than the login route ${auth.login.path}`)
     }
+    if (lifecycleRoutes(auth.lifecycle).includes(target.prefix)) {
+      fail(`targets[${index}].prefix`, `a prefix other than the token routes ${lifecycleRoutes(auth.lifecycle).join(', ')}`)
+    }
   }
   if (opts.compress !== undefined && opts.compress !== false && !isObject(opts.compress)) {
     fail('compress', 'false or @fastify/compress options')
   }
-  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress }
+  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown) }
 }

@@ -1,11 +1,15 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fastifyCompress from '@fastify/compress'
+import { createTokenLifecycle } from './auth/lifecycle.js'
 import { registerLogin } from './auth/login.js'
+import { registerLogout } from './auth/logout.js'
+import { registerRefresh } from './auth/refresh.js'
 import { registerTokens } from './auth/token.js'
 import type { TokenService } from './auth/token.js'
 import { gatehouseErrorHandler } from './error-handler.js'
 import { resolveOptions } from './options.js'
 import { targetScope } from './proxy/target.js'
+import { gracefulShutdown } from './transport/shutdown.js'
 import type { GatehouseClaims, GatehouseOptions } from './types.js'
 import { registerWebSocket } from './ws/server.js'
 
@@ -39,12 +43,17 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
 
   await fastify.register(async function gatehouseScope (scope: FastifyInstance) {
     scope.setErrorHandler(gatehouseErrorHandler)
+    // Before the targets: they register their transports with the drain.
+    gracefulShutdown(scope, options.shutdown)
     // Compression hooks attach to routes as they are added: it goes first.
     if (options.compress !== false) await scope.register(fastifyCompress, options.compress)
     // Same for WebSocket routes; one instance owns the server's 'upgrade' event.
     if (options.targets.some((target) => target.websocket !== undefined)) await registerWebSocket(scope, options.targets)
-    tokens = await registerTokens(scope, options.auth)
-    registerLogin(scope, options.auth, tokens)
+    const lifecycle = createTokenLifecycle(scope, options.auth)
+    tokens = await registerTokens(scope, options.auth, lifecycle.store)
+    registerLogin(scope, options.auth, tokens, lifecycle)
+    registerRefresh(scope, options.auth, tokens, lifecycle.sessions)
+    registerLogout(scope, options.auth, tokens, lifecycle)
     for (const target of options.targets) {
       await scope.register(targetScope(target, tokens), { prefix: target.prefix === '/' ? '' : target.prefix })
     }

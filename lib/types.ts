@@ -1,6 +1,8 @@
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyCompressOptions } from '@fastify/compress'
+import type { GatehouseStore } from './auth/store.js'
+import type { ShutdownOptions, TransportOptions } from './transport/options.js'
 
 /**
  * The claims carried by gatehouse tokens. Augment it to type `request.user`
@@ -47,6 +49,79 @@ export interface LoginOptions {
   path?: string
   /** Checks the credentials; see `staticUsers()` for a ready one. */
   verify: CredentialsVerifier
+  /**
+   * Slow down, then refuse with 429, repeated failed logins per user name and
+   * per client address. `true` uses the defaults. Default off.
+   * @example { user: { max: 5 }, window: '15m' }
+   */
+  throttle?: boolean | LoginThrottleOptions
+}
+
+/** Limits for one kind of throttling key (a user name or a client address). */
+export interface ThrottleLimit {
+  /**
+   * Attempts without success allowed per window; the next ones get 429 until
+   * the lockout ends. Default 10 per user name, 100 per address.
+   * @example 5
+   */
+  max?: number
+  /**
+   * Attempts after which each further one is delayed, the delay doubling each
+   * time. Default 3 per user name, 30 per address.
+   * @example 2
+   */
+  delayAfter?: number
+}
+
+export interface LoginThrottleOptions {
+  /** Per user name (any name, known or not, counts the same way). */
+  user?: ThrottleLimit
+  /** Per client address (`request.ip`; IPv6 grouped by /64). Set `trustProxy` behind a proxy. */
+  address?: ThrottleLimit
+  /**
+   * Window the attempts are counted over, and length of a lockout. Default `'15m'`.
+   * @example '1h'
+   */
+  window?: number | string
+  /** First delay in milliseconds once `delayAfter` is passed. Default 250. */
+  delayMs?: number
+  /** Longest delay in milliseconds. Default 4000. */
+  maxDelayMs?: number
+}
+
+/** Refresh tokens: `true` uses the defaults. */
+export interface RefreshOptions {
+  /**
+   * Route path of the refresh endpoint. Default `'/token/refresh'`.
+   * @example '/auth/refresh'
+   */
+  path?: string
+  /**
+   * Lifetime of one refresh token; each refresh issues a new one. Default `'14d'`.
+   * @example '7d'
+   */
+  expiresIn?: number | string
+  /**
+   * Longest a login session lasts through refreshes; the user logs in again
+   * after it. Default `'30d'`.
+   * @example '90d'
+   */
+  maxAge?: number | string
+}
+
+/** The logout route: `true` uses the defaults. */
+export interface LogoutOptions {
+  /**
+   * Route path of the logout endpoint. Default `'/logout'`.
+   * @example '/auth/logout'
+   */
+  path?: string
+  /**
+   * Also refuse the caller's access token until it expires: tokens then carry
+   * a `jti` and every verification looks it up in the store. Default false.
+   * @example true
+   */
+  revokeAccessToken?: boolean
 }
 
 export interface AuthOptions {
@@ -80,6 +155,24 @@ export interface AuthOptions {
    * @example { verify: staticUsers({ alice: { passwordHash, claims: { sub: 'alice' } } }) }
    */
   login: LoginOptions | false
+  /**
+   * Refresh tokens returned by login and rotated by `POST /token/refresh`.
+   * Needs `login`. Default off.
+   * @example { expiresIn: '7d' }
+   */
+  refresh?: boolean | RefreshOptions
+  /**
+   * `POST /logout`, which revokes the caller's refresh family. Default: on
+   * when `refresh` is on, off otherwise. Needs `login`.
+   * @example { revokeAccessToken: true }
+   */
+  logout?: boolean | LogoutOptions
+  /**
+   * Where refresh tokens, revoked token ids and login counters live. Default:
+   * an in-memory store per instance. Several instances need a shared one.
+   * @example new RedisGatehouseStore(redis)
+   */
+  store?: GatehouseStore
 }
 
 /** Credentials a target receives instead of the caller's. */
@@ -103,13 +196,13 @@ export type Next = () => Promise<void>
  * Onion middleware: code before `await next()` runs before the request leaves,
  * code after it runs once the upstream has answered.
  */
-export type Middleware<State extends object = Record<string, unknown>> =
-  (ctx: GatehouseContext<State>, next: Next) => Promise<void> | void
+export type Middleware<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> =
+  (ctx: GatehouseContext<State, Claims>, next: Next) => Promise<void> | void
 
-export interface MiddlewareEntry<State extends object = Record<string, unknown>> {
+export interface MiddlewareEntry<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> {
   /** `'clientEdge'` (0), `'proxy'` (500, default), `'targetEdge'` (1000) or a number. */
   phase?: PhaseName | number
-  handler: Middleware<State>
+  handler: Middleware<State, Claims>
 }
 
 export interface TimeoutOptions {
@@ -121,7 +214,47 @@ export interface TimeoutOptions {
   idle?: number
 }
 
-export interface TargetOptions<State extends object = Record<string, unknown>> {
+/**
+ * Roles and scopes a token must carry (exact, case-sensitive matches).
+ * A token missing them gets 403 before any upstream contact.
+ * @example { anyRole: ['admin', 'clerk'], allScopes: ['orders:read'] }
+ */
+export interface AllowRule {
+  /** At least one of these roles. */
+  anyRole?: string[]
+  /** Every one of these scopes. */
+  allScopes?: string[]
+  /**
+   * Claims holding roles, a string (one role) or an array of strings.
+   * Default `['role', 'roles']`.
+   * @example ['https://example.com/roles']
+   */
+  roleClaims?: string[]
+  /**
+   * Claims holding scopes, a space-separated string (OAuth `scope`) or an
+   * array of strings. Default `['scope', 'scp']`.
+   * @example ['permissions']
+   */
+  scopeClaims?: string[]
+}
+
+/**
+ * Binds a param of the prefix to a claim: the decoded param must equal the
+ * claim exactly (case-sensitive), or the request gets 403.
+ * @example { param: 'shopId', claim: 'sub' }
+ */
+export interface TenantRule<Claims extends GatehouseClaims = GatehouseClaims> {
+  /** A param of the target's prefix, without the colon. */
+  param: string
+  /** The claim holding the caller's tenant, a string or an integer. Default `'sub'`. */
+  claim?: Extract<keyof Claims, string>
+}
+
+/** Returns the new leading prefix (`''` or an absolute path); the rest of the path is kept. */
+export type RewriteFunction<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> =
+  (ctx: GatehouseContext<State, Claims>) => string | Promise<string>
+
+export interface TargetOptions<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> {
   /** Name used in logs and `ctx.target`. Default: the prefix. */
   name?: string
   /**
@@ -132,25 +265,62 @@ export interface TargetOptions<State extends object = Record<string, unknown>> {
   /**
    * Upstream URL, `http:` or `https:`, optionally with a base path.
    * @example 'http://127.0.0.1:8001'
+   * @example ['http://10.0.0.1:8001', 'http://10.0.0.2:8001']
    */
-  upstream: string
+  upstream: string | string[]
   /**
    * Replaces the leading prefix on the way upstream; may use the prefix's params.
    * @example '/api/v2/:shopId'
    */
   rewritePrefix?: string
+  /**
+   * Replaces the leading prefix on the way upstream, from the token and the
+   * params: a template with `{claims.NAME}` and `{params.NAME}` (values are
+   * percent-encoded; a missing claim gives 403), or a function returning the
+   * new prefix. The result must stay inside the upstream base path (else 400).
+   * Not together with `rewritePrefix`.
+   * @example '/shops/{claims.sub}/transactions'
+   */
+  rewrite?: string | RewriteFunction<State, Claims>
+  /**
+   * Roles and scopes the token must carry; checked before `authorize`.
+   * @example { anyRole: ['shop'], allScopes: ['transactions:read'] }
+   */
+  allow?: AllowRule
+  /**
+   * Binds a prefix param to a claim; checked before `authorize`.
+   * @example { param: 'shopId', claim: 'sub' }
+   */
+  tenant?: TenantRule<Claims>
   /** Credentials injected into every upstream request. */
   credentials?: TargetCredentials
-  /** Runs after the token check and before any upstream contact; false gives 403. */
-  authorize?: (ctx: GatehouseContext<State>) => boolean | Promise<boolean>
+  /** Runs after the token check, `allow` and `tenant`, before any upstream contact; false gives 403. */
+  authorize?: (ctx: GatehouseContext<State, Claims>) => boolean | Promise<boolean>
   /** Skip the token check for this target. Default false. */
   public?: boolean
   /** Middleware around the upstream call. */
-  middleware?: Array<Middleware<State> | MiddlewareEntry<State>>
+  middleware?: Array<Middleware<State, Claims> | MiddlewareEntry<State, Claims>>
   /** Seed of `ctx.state`; each request gets a fresh shallow copy. */
   state?: State
   /** Upstream timeouts. */
   timeouts?: TimeoutOptions
+  /**
+   * Most bytes `ctx.request` / `ctx.response` `buffer()`, `text()` and
+   * `json()` read, before and after decoding. Beyond it a request body gives
+   * 413, a response body 502. Bodies nobody reads are streamed, whatever their
+   * size. Default 4 MiB.
+   * @example 16 * 1024 * 1024
+   */
+  maxBufferedBody?: number
+  /**
+   * Decides what the caller gets when the upstream answers 4xx/5xx or cannot
+   * be reached (refused, reset, timeout). Return a response, call
+   * `ctx.respond`, or return nothing for the default: upstream statuses pass,
+   * transport failures give 502/504. For an upstream answer `ctx.response`
+   * holds it (its body can be read); for a transport failure it is undefined.
+   * @example (error, ctx) => error.statusCode === 503 ? { status: 503, body: { message: 'maintenance' }, headers: { 'retry-after': '30' } } : undefined
+   */
+  onUpstreamError?: UpstreamErrorHandler<State, Claims>
   /**
    * Tunnel WebSocket upgrades under the prefix to the upstream's `ws:`/`wss:`
    * equivalent, with the same token check, `authorize`, middleware and
@@ -158,18 +328,29 @@ export interface TargetOptions<State extends object = Record<string, unknown>> {
    * @example { origins: ['https://shop.example'], token: { queryParameter: 'access_token' } }
    */
   websocket?: boolean | WebSocketOptions<State>
+  /**
+   * Upstream transport: pool, TLS, retries, balancing, health, circuit breaker,
+   * header rewriting, event streams, HTTP/2.
+   * @example { retry: { retries: 2 }, tls: { ca: readFileSync('ca.pem') } }
+   */
+  transport?: TransportOptions
 }
 
 export interface GatehouseOptions {
   /** Token issuing and verification. */
   auth: AuthOptions
   /** The upstream targets, one encapsulated scope each. */
-  targets: TargetOptions<any>[]
+  targets: Array<TargetOptions<any, any>>
   /**
    * Options for `@fastify/compress`, or `false` to leave responses as they are.
    * @example { threshold: 2048, encodings: ['br', 'gzip'] }
    */
   compress?: FastifyCompressOptions | false
+  /**
+   * Graceful shutdown of proxied requests on `fastify.close()`.
+   * @example { drainTimeout: 30_000 }
+   */
+  shutdown?: ShutdownOptions
 }
 
 /** What a target looks like from inside a middleware. */
@@ -179,32 +360,85 @@ export interface TargetInfo {
   readonly upstream: string
 }
 
+/**
+ * Reads a body on demand, decoded from its `Content-Encoding` (gzip, deflate,
+ * br) and capped at the target's `maxBufferedBody`. Repeated calls share one
+ * read. A body nobody reads is streamed.
+ */
+export interface BodyReader {
+  /** The whole body, decoded. */
+  buffer: () => Promise<Buffer>
+  /** The body as UTF-8 text. */
+  text: () => Promise<string>
+  /** The body parsed as JSON (400 for a request body that is not, 502 for a response body). */
+  json: <T = unknown>() => Promise<T>
+}
+
+/** Body a message may carry. Objects are sent as JSON. */
+export type ResponseBody = Readable | Buffer | Uint8Array | string | object | null
+
 /** The request that will be sent upstream; mutable before `next()`. */
-export interface ProxyRequest {
+export interface ProxyRequest extends BodyReader {
   method: string
   /** Path sent upstream, already rewritten, without the query string. */
   path: string
   /** Raw query string without `?`, forwarded byte for byte. */
   query: string
   headers: HeaderMap
-}
-
-/** Body a response may carry. Objects are sent as JSON. */
-export type ResponseBody = Readable | Buffer | string | object | null
-
-/** The upstream's answer (or the one set by `ctx.respond`); mutable after `next()`. */
-export interface ProxyResponse {
-  status: number
-  headers: HeaderMap
+  /**
+   * The caller's body stream (`null` without one); after a read, the bytes as
+   * received. Setting it replaces the body: Content-Length is recomputed,
+   * Content-Encoding dropped, an object is sent as JSON.
+   */
   body: ResponseBody
 }
 
+/** A response to set as `ctx.response`, return from `onUpstreamError`, or pass to `ctx.respond`. */
+export interface ProxyResponseInit {
+  status: number
+  headers?: HeaderMap
+  body?: ResponseBody
+}
+
+/** The upstream's answer (or the one set by `ctx.respond`); mutable after `next()`. */
+export interface ProxyResponse extends BodyReader {
+  status: number
+  headers: HeaderMap
+  /**
+   * The upstream's body stream; after a read, the bytes as received (still
+   * encoded if Content-Encoding says so). Setting it replaces the body and
+   * drops Content-Length, Content-Encoding, digests and the ETag, which
+   * described the old bytes; set them again after the replacement if needed.
+   */
+  body: ResponseBody
+}
+
+/** An upstream failure as `onUpstreamError` receives it: a gatehouse error, the original in `cause`. */
+export interface UpstreamFailure extends Error {
+  /**
+   * `FST_GATEHOUSE_UPSTREAM_STATUS` for a 4xx/5xx answer, else
+   * `FST_GATEHOUSE_UPSTREAM_UNAVAILABLE`, `_BAD_RESPONSE` or `_TIMEOUT`.
+   */
+  readonly code: string
+  /** The status the caller gets by default: the upstream's own, or 502/504. */
+  readonly statusCode: number
+  readonly cause?: unknown
+}
+
+/** A response, or nothing for the default. */
+export type UpstreamErrorResult = ProxyResponseInit | undefined | void
+
+export type UpstreamErrorHandler<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> =
+  (error: UpstreamFailure, ctx: GatehouseContext<State, Claims>) => UpstreamErrorResult | Promise<UpstreamErrorResult>
+
 /** The per-request context every middleware receives. */
-export interface GatehouseContext<State extends object = Record<string, unknown>> {
+export interface GatehouseContext<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> {
   readonly request: ProxyRequest
-  response: ProxyResponse | undefined
+  /** The response once the upstream answered (or `ctx.respond` ran); a plain `{ status, headers, body }` may be assigned. */
+  get response (): ProxyResponse | undefined
+  set response (value: ProxyResponseInit | undefined)
   state: State
-  readonly user: GatehouseClaims | null
+  readonly user: Claims | null
   readonly params: Readonly<Record<string, string>>
   readonly target: TargetInfo
   readonly log: FastifyBaseLogger

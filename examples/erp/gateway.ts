@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url'
 import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import gatehouse, { gatehouseFrameworkErrors, Phase } from 'fastify-gatehouse'
-import type { GatehouseContext, Middleware, Next } from 'fastify-gatehouse'
+import type { GatehouseContext, Middleware, Next, TargetOptions } from 'fastify-gatehouse'
 import { verifyShopUser } from './users.js'
 
 export const DEFAULT_TRANSACTIONS_API_KEY = 'transactions-secret-key-123'
@@ -45,6 +45,27 @@ export const logRequests: Middleware = async (ctx: GatehouseContext, next: Next)
 // A shop may only reach its own data: the `:shopId` in the path must be the token's `sub`.
 const ownShopOnly = (ctx: GatehouseContext): boolean => ctx.params.shopId === ctx.user?.sub
 
+/** The claims `users.ts` puts in a shop's token. */
+export type ShopClaims = { sub: string, role: 'shop' }
+
+/**
+ * The tutorial's second style: `/transactions/...` and `/inventory/...` with
+ * the shop taken from the token, so a caller cannot even name another shop.
+ * The template's `{claims.sub}` is percent-encoded, and the rewritten path
+ * must stay under the service's base path, else 400.
+ */
+function tokenRouted (service: 'transactions' | 'inventory', upstream: string, apiKey: string): TargetOptions<Record<string, unknown>, ShopClaims> {
+  return {
+    name: `${service} (by token)`,
+    prefix: `/${service}`,
+    upstream,
+    rewrite: `/shops/{claims.sub}/${service}`,
+    allow: { anyRole: ['shop'] },
+    credentials: { header: 'X-API-Key', value: apiKey },
+    middleware: [{ phase: Phase.clientEdge, handler: logRequests }]
+  }
+}
+
 /** The ERP gateway: login at POST /login, then both services behind one token. */
 export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstance> {
   // The `proxied` line of logRequests replaces Fastify's two lines per request.
@@ -77,7 +98,9 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
         credentials: { header: 'X-API-Key', value: opts.inventoryApiKey },
         authorize: ownShopOnly,
         middleware: [{ phase: Phase.clientEdge, handler: logRequests }]
-      }
+      },
+      tokenRouted('transactions', opts.transactionsUrl, opts.transactionsApiKey),
+      tokenRouted('inventory', opts.inventoryUrl, opts.inventoryApiKey)
     ]
     // compress is left out: on by default (gzip, deflate, brotli above 1 KiB).
   })

@@ -1,7 +1,9 @@
 import type { FastifyInstance } from 'fastify'
 import { BadCredentialsError, BadRequestError } from '../errors.js'
 import type { ResolvedAuth } from '../options.js'
-import type { LoginCredentials } from '../types.js'
+import type { GatehouseClaims, LoginCredentials } from '../types.js'
+import type { TokenLifecycle } from './lifecycle.js'
+import type { IssuedRefreshToken } from './refresh.js'
 import type { TokenService } from './token.js'
 
 // Credentials are small; a larger body is refused before it is parsed.
@@ -39,10 +41,32 @@ function validateLoginBody (body: unknown): { value: LoginCredentials } | { erro
   return { value: { username, password } }
 }
 
-/** POST login route: credentials in, bearer token out. */
-export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, tokens: TokenService): void {
+/** The claims a client sees: without the time claims and the ids the gateway sets itself. */
+function publicClaims (claims: GatehouseClaims): GatehouseClaims {
+  const { exp, iat, nbf, jti, sid, ...rest } = claims
+  return rest
+}
+
+/** The body of a successful login or refresh; `refreshToken` only when refresh is on. */
+export function tokenResponse (auth: ResolvedAuth, token: string, claims: GatehouseClaims, refresh?: IssuedRefreshToken) {
+  return {
+    token,
+    tokenType: 'Bearer',
+    expiresIn: auth.expiresInSeconds,
+    claims,
+    ...(refresh === undefined ? {} : { refreshToken: refresh.token, refreshExpiresIn: refresh.expiresIn })
+  }
+}
+
+/**
+ * POST login route: credentials in, bearer token out, plus a refresh token
+ * when refresh is on; failures counted when throttling is on.
+ */
+export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, tokens: TokenService, lifecycle?: TokenLifecycle): void {
   if (auth.login === false) return
   const { path, verify } = auth.login
+  const throttle = lifecycle?.throttle
+  const sessions = lifecycle?.sessions
 
   scope.register(async function gatehouseLogin (login) {
     // JSON only: a text/plain body is 415, not a string to validate.
@@ -53,12 +77,17 @@ export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, token
       bodyLimit: LOGIN_BODY_LIMIT
     }, async (request, reply) => {
       const { username, password } = request.body
+      const attempt = await throttle?.attempt(username, request, reply)
       const claims = await verify({ username, password }, request)
       if (claims === null || typeof claims !== 'object') throw new BadCredentialsError()
-      const token = tokens.sign(claims)
-      const { exp, iat, nbf, ...publicClaims } = claims
+      await attempt?.succeeded()
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
-      return { token, tokenType: 'Bearer', expiresIn: auth.expiresInSeconds, claims: publicClaims }
+      if (sessions === undefined) {
+        const { exp, iat, nbf, ...visible } = claims
+        return tokenResponse(auth, tokens.sign(claims), visible)
+      }
+      const session = await sessions.start(publicClaims(claims))
+      return tokenResponse(auth, tokens.sign(session.claims, session.family), session.claims, session)
     })
   })
 }

@@ -1,8 +1,11 @@
+import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
-import { TokenExpiredError, TokenInvalidError, TokenMissingError } from '../errors.js'
+import { TokenExpiredError, TokenInvalidError, TokenMissingError, TokenRevokedError } from '../errors.js'
 import type { ResolvedAuth } from '../options.js'
 import type { GatehouseClaims } from '../types.js'
+import { fromStore, storeKeys } from './store.js'
+import type { GatehouseStore } from './store.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -15,10 +18,24 @@ declare module '@fastify/jwt' {
 const VERIFY_CACHE_SIZE = 1000
 // A bearer credential as RFC 6750 allows it; anything else is not a token.
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
+const JTI_BYTES = 16
+const MAX_JTI_LENGTH = 128
 
 export interface TokenService {
-  sign: (claims: GatehouseClaims) => string
+  /** Signs claims; `session` (the refresh family id) becomes the `sid` claim. */
+  sign: (claims: GatehouseClaims, session?: string) => string
   verify: (token: string) => GatehouseClaims
+  /**
+   * Resolves true when logout revoked this token. Present only when access
+   * token revocation is on, so the usual path stays synchronous.
+   */
+  revoked?: (claims: GatehouseClaims) => Promise<boolean>
+}
+
+/** The `jti` of verified claims when it can be used as a store key, else `undefined`. */
+export function tokenId (claims: GatehouseClaims): string | undefined {
+  const { jti } = claims
+  return typeof jti === 'string' && jti.length > 0 && jti.length <= MAX_JTI_LENGTH ? jti : undefined
 }
 
 /**
@@ -26,7 +43,7 @@ export interface TokenService {
  * issuer/audience checked, and returns sign/verify functions that throw only
  * gatehouse errors.
  */
-export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth): Promise<TokenService> {
+export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth, store?: GatehouseStore): Promise<TokenService> {
   const secret = auth.algorithm.startsWith('HS')
     ? auth.verifyKey
     : auth.signKey === undefined ? { public: auth.verifyKey } : { private: auth.signKey, public: auth.verifyKey }
@@ -45,16 +62,26 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
       requiredClaims: ['exp', ...(auth.issuer === undefined ? [] : ['iss']), ...(auth.audience === undefined ? [] : ['aud'])],
       clockTolerance: auth.clockToleranceSeconds * 1000,
       cache: VERIFY_CACHE_SIZE,
+      // The whole token is the key (fast-jwt hashes it by default, ~3 us a request).
+      cacheKeyBuilder: (token: string) => token,
       ...(auth.issuer === undefined ? {} : { allowedIss: auth.issuer }),
       ...(auth.audience === undefined ? {} : { allowedAud: auth.audience })
     }
   })
   const jwt = scope.jwt
+  const { refresh, logout } = auth.lifecycle
+  const revocation = logout !== false && logout.revokeAccessToken && store !== undefined ? store : undefined
 
   return {
-    sign (claims) {
-      // Time claims are the gateway's to set, never the verifier's.
+    sign (claims, session) {
+      // Time claims are the gateway's to set, never the verifier's; so are the
+      // token id and the session id when the lifecycle relies on them.
       const { exp, iat, nbf, ...rest } = claims
+      if (refresh !== false) {
+        delete rest.sid
+        if (session !== undefined) rest.sid = session
+      }
+      if (revocation !== undefined) rest.jti = randomBytes(JTI_BYTES).toString('base64url')
       return jwt.sign(rest)
     },
     verify (token) {
@@ -63,7 +90,17 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
       } catch (err) {
         throw (err as { code?: unknown }).code === 'FAST_JWT_EXPIRED' ? new TokenExpiredError() : new TokenInvalidError()
       }
-    }
+    },
+    ...(revocation === undefined
+      ? {}
+      : {
+          async revoked (claims: GatehouseClaims): Promise<boolean> {
+            // Tokens signed before revocation was turned on have no jti: they cannot have been revoked.
+            const jti = tokenId(claims)
+            if (jti === undefined) return false
+            return await fromStore(revocation.get(storeKeys.revokedJti(jti))) !== undefined
+          }
+        })
   }
 }
 
@@ -94,7 +131,18 @@ export function requireToken (
       done(err as Error)
       return
     }
-    request.user = claims
-    done()
+    if (tokens.revoked === undefined) {
+      request.user = claims
+      done()
+      return
+    }
+    tokens.revoked(claims).then((revoked) => {
+      if (revoked) {
+        done(new TokenRevokedError())
+        return
+      }
+      request.user = claims
+      done()
+    }, done)
   }
 }

@@ -38,6 +38,11 @@ function hasDotSegment (path: string): boolean {
   return false
 }
 
+/** Names of the params in a target prefix, in order (`'/shops/:shopId'` gives `['shopId']`). */
+export function prefixParams (prefix: string): string[] {
+  return [...prefix.matchAll(/:([A-Za-z0-9_]+)/g)].map((match) => match[1] as string)
+}
+
 /** Raw path of a request URL, without the query string. */
 export function splitUrl (url: string): { path: string, query: string } {
   const q = url.indexOf('?')
@@ -50,23 +55,27 @@ export function splitUrl (url: string): { path: string, query: string } {
  * request's values.
  */
 export function upstreamPath (target: ResolvedTarget, rawPath: string, params: Record<string, string>): string {
-  let rest = rawPath
-  let prefix = ''
-  if (target.prefixSegments > 0) {
-    // Prefix params match one segment each, so the prefix spans exactly this many.
-    let end = 0
-    for (let i = 0; i < target.prefixSegments; i++) {
-      const next = rawPath.indexOf('/', end + 1)
-      end = next === -1 ? rawPath.length : next
-    }
-    prefix = rawPath.slice(0, end)
-    rest = rawPath.slice(end)
-  }
-  if (target.rewritePrefix !== undefined) {
-    prefix = target.rewritePrefix.replace(/:([A-Za-z0-9_]+)/g, (_, name: string) => encodeURIComponent(params[name] ?? ''))
-  }
-  const path = target.basePath + prefix + rest
+  const { prefix, rest } = splitPrefix(target, rawPath)
+  const leading = target.rewritePrefix === undefined
+    ? prefix
+    : target.rewritePrefix.replace(/:([A-Za-z0-9_]+)/g, (_, name: string) => encodeURIComponent(params[name] ?? ''))
+  const path = target.basePath + leading + rest
   return path === '' ? '/' : path
+}
+
+/**
+ * Splits a raw request path into the part the target's prefix matched and the
+ * rest (`''` or starting with `/`), both still raw.
+ */
+export function splitPrefix (target: ResolvedTarget, rawPath: string): { prefix: string, rest: string } {
+  if (target.prefixSegments === 0) return { prefix: '', rest: rawPath }
+  // Prefix params match one segment each, so the prefix spans exactly this many.
+  let end = 0
+  for (let i = 0; i < target.prefixSegments; i++) {
+    const next = rawPath.indexOf('/', end + 1)
+    end = next === -1 ? rawPath.length : next
+  }
+  return { prefix: rawPath.slice(0, end), rest: rawPath.slice(end) }
 }
 
 /** Throws unless `path` is a safe path inside the target's upstream base path. */

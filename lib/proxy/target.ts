@@ -2,15 +2,18 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods, onRequ
 import replyFrom from '@fastify/reply-from'
 import type { TokenService } from '../auth/token.js'
 import { requireToken } from '../auth/token.js'
+import { enforceRules } from '../auth/rules.js'
 import { ForbiddenError, NoResponseError, PathTraversalError } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
 import { compose } from './compose.js'
-import { isStream, RequestContext } from './context.js'
+import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, RequestContext, requestPayload } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
+import { applyRewrite } from './rewrite.js'
 import { upstreamError } from './upstream-errors.js'
-import { createDispatcher } from '../transport/dispatcher.js'
+import { bindReply, createDispatcher, transportError } from '../transport/dispatcher.js'
+import { rewriteResponseHeaders } from '../transport/rewrite-headers.js'
 import { websocketRoute } from '../ws/upgrade.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
@@ -46,7 +49,7 @@ function safeErrorLog (err: Error & { code?: unknown, cause?: { code?: unknown }
  */
 export function targetScope (target: ResolvedTarget, tokens: TokenService) {
   return async function gatehouseTarget (scope: FastifyInstance): Promise<void> {
-    const upstream = createDispatcher(target)
+    const upstream = createDispatcher(target, scope)
     scope.addHook('onClose', upstream.close)
     await scope.register(replyFrom, { base: target.origin, undici: upstream.dispatcher, disableRequestLogging: true })
 
@@ -56,7 +59,6 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const info: TargetInfo = Object.freeze({ name: target.name, prefix: target.prefix, upstream: target.upstream })
     const injected = target.credentials.kind === 'static' ? target.credentials.headers : undefined
     const strip = new Set(injected === undefined ? [] : Object.keys(injected))
-    const host = new URL(target.origin).host
     const run = compose(target.middleware)
     const compressing = scope.hasPlugin('@fastify/compress')
 
@@ -77,13 +79,18 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       assertInsideBase(target, outgoing.path)
       // The caller's copies were dropped; these go on the wire only, so no
       // middleware sees (or logs) the target's secrets.
-      const headers: HeaderMap = { ...outgoing.headers, ...await credentialHeaders(ctx), host }
+      // Host is set by the dispatcher, for the upstream it picks.
+      // A body a middleware read or replaced goes as bytes; this fixes its length.
+      const payload = await requestPayload(outgoing)
+      const headers: HeaderMap = bindReply({ ...outgoing.headers, ...await credentialHeaders(ctx) }, ctx.fastifyReply)
       const reply = ctx.fastifyReply
 
-      return new Promise<void>((resolve, reject) => {
+      // Resolves with a transport failure; rejects only on a programming error.
+      const failure = await new Promise<Error | void>((resolve) => {
         let settled = false
         const options: ReplyFromOptions = {
           method: outgoing.method as HTTPMethods,
+          ...replyFromBody(payload, ctx.fastifyRequest, headers),
           rewriteRequestHeaders: () => headers as Record<string, string>,
           rewriteHeaders: noHeaders,
           queryString: () => outgoing.query,
@@ -98,17 +105,19 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
             // Dropping the body (ctx.respond, a throwing middleware) destroys
             // it; that must not surface as an unhandled 'error' event.
             answer.stream.on('error', noop)
-            ctx.response = { status: answer.statusCode, headers: incomingHeaders(answer.headers), body: answer.stream }
+            ctx.response = { status: answer.statusCode, headers: rewriteResponseHeaders(incomingHeaders(answer.headers), target, ctx.fastifyRequest, outgoing.path), body: answer.stream }
             resolve()
           },
           onError (_reply, { error }) {
             if (settled) return
             settled = true
-            reject(upstreamError(error))
+            resolve(transportError(error) ?? upstreamError(error))
           }
         }
         reply.from(outgoing.path, options)
       })
+      if (target.onUpstreamError !== undefined) await handleUpstreamError(ctx, failure ?? undefined, target.onUpstreamError)
+      else if (failure !== undefined) throw failure
     }
 
     async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
@@ -120,18 +129,21 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
         query,
         headers: outgoingHeaders(request, strip)
       }
-      const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply)
+      const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply, target.maxBufferedBody)
+      enforceRules(target.rules, ctx)
+      await applyRewrite(target, ctx)
       if (target.authorize !== undefined && await target.authorize(ctx) !== true) throw new ForbiddenError()
 
       try {
         await run(ctx, callUpstream)
       } catch (err) {
-        const body = ctx.response?.body
-        if (isStream(body)) body.destroy()
+        // Every body stream it held, the upstream's included, goes now.
+        ctx.release()
         throw err
       }
       if (reply.sent) return reply
       if (ctx.response === undefined) throw new NoResponseError()
+      ctx.releaseAfter(reply)
       return send(reply, ctx.response, compressing)
     }
 
@@ -141,6 +153,10 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       handler: forward,
       onRequest,
       exposeHeadRoute: false,
+      // @fastify/compress would gunzip request bodies yet leave their
+      // Content-Encoding and Content-Length: bodies pass as they came, and
+      // ctx.request.json() decodes them itself.
+      decompress: false as const,
       logSerializers: { err: safeErrorLog }
     }
     if (target.websocket === undefined) {
@@ -184,7 +200,7 @@ async function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
 
 async function send (reply: FastifyReply, response: ProxyResponse, compressing: boolean): Promise<FastifyReply> {
   const { status, headers } = response
-  let body = response.body
+  let body = response instanceof GatewayResponse ? await response.wireBody() : response.body
   if (status === 204 || status === 304) {
     // No body may follow; let the upstream stream end so its socket is reused.
     if (isStream(body)) body.resume()

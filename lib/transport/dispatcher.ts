@@ -1,28 +1,248 @@
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
+import { CircuitOpenError, NoHealthyUpstreamError, ShuttingDownError } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
+import type { HeaderMap } from '../types.js'
+import { Balancer, UpstreamNode } from './balancer.js'
+import { CircuitBreaker } from './breaker.js'
+import type { Admission } from './breaker.js'
+import { HealthChecker } from './health.js'
+import { idleInterceptor } from './idle.js'
+import { backoff, bodyUntouched, isRetryableError, parseRetryAfter, sleep } from './retry.js'
+import { closeOnDrain } from './shutdown.js'
+import { connectOptions } from './tls.js'
 
-// Upstream connections per target; undici queues requests beyond it.
-const POOL_CONNECTIONS = 128
+// Upstream statuses that count as a failure for passive health and the breaker.
+const FAILURE_STATUSES = new Set([502, 503, 504])
+// Where target.ts leaves the reply for the dispatcher, on the headers object
+// reply-from hands over (it copies own properties, symbols included).
+const REQUEST_CONTEXT = Symbol('gatehouse.transport.request')
+
+/** The request options reply-from passes to `request()` (see its lib/request.js). */
+export interface ReplyFromRequest {
+  origin?: string
+  path: string
+  method: string
+  headers: Record<string | symbol, unknown>
+  body?: unknown
+  headersTimeout?: number
+  bodyTimeout?: number
+}
+
+export type ReplyFromCallback = (err: Error | null, res?: Dispatcher.ResponseData) => void
+
+/**
+ * Marks upstream request headers with the reply they serve, so the dispatcher
+ * can abort when the client goes away, log retries with the request's logger
+ * and set `Retry-After` on fast failures. Returns `headers`.
+ */
+export function bindReply (headers: HeaderMap, reply: FastifyReply): HeaderMap {
+  Object.defineProperty(headers, REQUEST_CONTEXT, { value: reply, enumerable: true, configurable: true })
+  return headers
+}
+
+/** Aborts when the client's connection closes before its response was sent. */
+function clientGone (reply: FastifyReply | undefined): AbortSignal | undefined {
+  if (reply === undefined) return undefined
+  const controller = new AbortController()
+  const raw = reply.raw
+  const onClose = (): void => {
+    if (!raw.writableFinished) controller.abort()
+  }
+  if (raw.destroyed) onClose()
+  else raw.once('close', onClose)
+  return controller.signal
+}
+
+function setRetryAfter (reply: FastifyReply | undefined, ms: number): void {
+  reply?.header('retry-after', String(Math.max(1, Math.ceil(ms / 1000))))
+}
 
 /** What reply-from sends requests through for one target. */
 export interface UpstreamDispatcher {
   /** Passed to reply-from as its `undici` option. */
-  readonly dispatcher: Dispatcher
-  /** Closes every connection; called from the target scope's onClose. */
+  readonly dispatcher: { request: Dispatcher['request'] }
+  /** Closes every connection and stops health checks; called from the target scope's onClose. */
   close: () => Promise<void>
 }
 
 /**
- * The connection pool of one target. TLS certificates are verified
- * (reply-from's own default would not) and the target's timeouts apply.
+ * The upstream transport of one target: one undici Pool per upstream URL,
+ * balancing with passive (and optional active) health, a circuit breaker,
+ * retries of idempotent requests, and the connect / headers / body-idle
+ * timeouts. TLS certificates are verified unless configured otherwise
+ * (reply-from's own default would not).
  */
-export function createDispatcher (target: ResolvedTarget): UpstreamDispatcher {
-  const pool = new Pool(target.origin, {
-    connections: POOL_CONNECTIONS,
-    connect: { timeout: target.timeouts.connect, rejectUnauthorized: true },
+export class TargetTransport implements UpstreamDispatcher {
+  // reply-from calls `request(opts, callback)` only; its types ask for undici's overloads.
+  readonly dispatcher = { request: ((opts: ReplyFromRequest, callback: ReplyFromCallback): void => this.request(opts, callback)) as unknown as Dispatcher['request'] }
+  readonly balancer: Balancer
+  readonly breaker: CircuitBreaker | undefined
+  readonly #target: ResolvedTarget
+  readonly #health: HealthChecker | undefined
+  readonly #log: FastifyBaseLogger | undefined
+  #closed = false
+
+  constructor (target: ResolvedTarget, log?: FastifyBaseLogger) {
+    const settings = target.transport
+    this.#target = target
+    this.#log = log
+    const nodes = settings.origins.map((origin) => {
+      const pool = createPool(target, origin)
+      return new UpstreamNode(origin, pool.dispatcher, pool.destroy)
+    })
+    this.balancer = new Balancer(nodes, settings.balance, settings.passiveHealth)
+    this.breaker = settings.circuitBreaker === undefined ? undefined : new CircuitBreaker(settings.circuitBreaker)
+    this.#health = settings.activeHealth === undefined ? undefined : new HealthChecker(nodes, settings.activeHealth, log)
+    this.#health?.start()
+  }
+
+  /** reply-from's entry point; calls back exactly once. */
+  request (opts: ReplyFromRequest, callback: ReplyFromCallback): void {
+    const headers: Record<string, unknown> = {}
+    for (const name in opts.headers) if (opts.headers[name] !== undefined) headers[name] = opts.headers[name]
+    const reply = opts.headers[REQUEST_CONTEXT] as FastifyReply | undefined
+    this.#send(opts, headers, reply).then((res) => callback(null, res), (err: Error) => callback(err))
+  }
+
+  async #send (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined): Promise<Dispatcher.ResponseData> {
+    const retry = this.#target.transport.retry
+    const method = opts.method.toUpperCase()
+    const log = reply?.request.log ?? this.#log
+    const signal = clientGone(reply)
+    let failed: UpstreamNode | undefined
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) throw new ShuttingDownError()
+      const now = Date.now()
+      const admission: Admission = this.breaker?.admit(now) ?? { kind: 'closed' }
+      if (admission.kind === 'open') {
+        setRetryAfter(reply, admission.retryAfter)
+        throw new CircuitOpenError()
+      }
+      const node = this.balancer.pick(now, failed)
+      if (node === undefined) {
+        this.breaker?.release(admission)
+        setRetryAfter(reply, this.balancer.retryAfter(now, this.#target.transport.activeHealth?.interval))
+        throw new NoHealthyUpstreamError()
+      }
+      const mayRetry = attempt < retry.retries && retry.methods.has(method) && bodyUntouched(opts.body)
+      node.inFlight++
+      let res: Dispatcher.ResponseData
+      try {
+        res = await node.pool.request({
+          origin: node.origin,
+          path: opts.path,
+          method: opts.method as Dispatcher.HttpMethod,
+          headers: { ...headers, host: node.host } as Record<string, string>,
+          body: opts.body as Dispatcher.DispatchOptions['body'],
+          signal
+        })
+      } catch (err) {
+        node.inFlight--
+        if (signal?.aborted === true) {
+          this.breaker?.release(admission)
+          throw err
+        }
+        this.#outcome(node, admission, false)
+        if (mayRetry && isRetryableError(err) && bodyUntouched(opts.body)) {
+          const delay = backoff(retry, attempt)
+          log?.warn({ attempt: attempt + 1, delay, code: errorCode(err), target: this.#target.name }, 'retrying upstream request after a connection error')
+          failed = node
+          await sleep(delay, signal)
+          continue
+        }
+        throw err
+      }
+      const status = res.statusCode
+      this.#outcome(node, admission, !FAILURE_STATUSES.has(status))
+      if (mayRetry && retry.statuses.has(status)) {
+        const after = parseRetryAfter(res.headers['retry-after'])
+        if (after === undefined || after <= retry.maxRetryAfter) {
+          node.inFlight--
+          res.body.on('error', noop).destroy()
+          const delay = Math.max(after ?? 0, backoff(retry, attempt))
+          log?.warn({ attempt: attempt + 1, delay, statusCode: status, target: this.#target.name }, 'retrying upstream request after a retryable status')
+          failed = node
+          await sleep(delay, signal)
+          if (signal?.aborted === true) throw new Error('client gone', { cause: signal.reason })
+          continue
+        }
+      }
+      // In flight until the body has been read or dropped.
+      res.body.once('close', () => { node.inFlight-- })
+      return res
+    }
+  }
+
+  #outcome (node: UpstreamNode, admission: Admission, ok: boolean): void {
+    const now = Date.now()
+    this.breaker?.record(admission, ok, now)
+    if (ok) {
+      this.balancer.success(node)
+    } else if (this.balancer.failure(node, now)) {
+      this.#log?.warn({ upstream: node.origin, target: this.#target.name }, 'upstream ejected after consecutive failures')
+    }
+  }
+
+  /** Requests sent upstream whose body has not finished. */
+  get inFlight (): number {
+    let count = 0
+    for (const node of this.balancer.nodes) count += node.inFlight
+    return count
+  }
+
+  /** Idempotent; safe to pass around unbound (onClose hook, drain). */
+  readonly close = async (): Promise<void> => {
+    if (this.#closed) return
+    this.#closed = true
+    this.#health?.stop()
+    await Promise.all(this.balancer.nodes.map((node) => node.destroy()))
+  }
+}
+
+function noop (): void {}
+
+/**
+ * The gatehouse error (503 no healthy upstream, circuit open, shutting down)
+ * this dispatcher failed with, unwrapped from reply-from's wrapper; undefined
+ * for other failures.
+ */
+export function transportError (err: unknown): Error | undefined {
+  for (let e = err as { cause?: unknown } | undefined, depth = 0; e != null && depth < 4; e = e.cause as typeof e, depth++) {
+    if (e instanceof NoHealthyUpstreamError || e instanceof CircuitOpenError || e instanceof ShuttingDownError) return e as Error
+  }
+  return undefined
+}
+
+function errorCode (err: unknown): string | undefined {
+  for (let e = err as { code?: unknown, cause?: unknown } | undefined, depth = 0; e != null && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string') return e.code
+  }
+  return undefined
+}
+
+/** One upstream's pool: connect timeout + TLS, headers timeout, and the body-idle interceptor. */
+function createPool (target: ResolvedTarget, origin: string): { dispatcher: Dispatcher, destroy: () => Promise<void> } {
+  const { pool, http2, eventStreamIdle } = target.transport
+  const options: Pool.Options = {
+    connections: pool.connections,
+    pipelining: pool.pipelining,
+    keepAliveTimeout: pool.keepAliveTimeout,
+    keepAliveMaxTimeout: pool.keepAliveMaxTimeout,
+    connect: connectOptions(target.transport.tls, target.timeouts.connect),
     headersTimeout: target.timeouts.response,
-    bodyTimeout: target.timeouts.idle
-  })
-  return { dispatcher: pool, close: () => pool.destroy() }
+    // Body idle is enforced by idleInterceptor, which knows the content type.
+    bodyTimeout: 0,
+    ...(http2 && origin.startsWith('https:') ? { allowH2: true } : {})
+  }
+  const raw = new Pool(origin, options)
+  return { dispatcher: raw.compose(idleInterceptor(target.timeouts.idle, eventStreamIdle)), destroy: () => raw.destroy() }
+}
+
+/** The transport of one target; reply-from gets `.dispatcher`, onClose calls `.close()`. */
+export function createDispatcher (target: ResolvedTarget, scope?: FastifyInstance): TargetTransport {
+  const transport = new TargetTransport(target, scope?.log)
+  if (scope !== undefined) closeOnDrain(scope, transport)
+  return transport
 }

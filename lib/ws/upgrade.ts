@@ -9,6 +9,8 @@ import {
 import type { ResolvedTarget } from '../options.js'
 import type { Composed } from '../proxy/compose.js'
 import { RequestContext } from '../proxy/context.js'
+import { enforceRules } from '../auth/rules.js'
+import { applyRewrite } from '../proxy/rewrite.js'
 import { outgoingHeaders } from '../proxy/headers.js'
 import { assertInsideBase, splitUrl, upstreamPath } from '../proxy/path.js'
 import { upstreamError } from '../proxy/upstream-errors.js'
@@ -213,6 +215,9 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       headers: upgradeHeaders(request)
     }
     const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply)
+    // The same gate as HTTP: rules, rewrite, authorize, all before any 101.
+    enforceRules(target.rules, ctx)
+    await applyRewrite(target, ctx)
     if (target.authorize !== undefined && await target.authorize(ctx) !== true) throw new ForbiddenError()
 
     let upstream: WebSocket | undefined

@@ -1,0 +1,161 @@
+import { InvalidOptionError } from '../errors.js'
+import type { AuthOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from '../types.js'
+import type { GatehouseStore } from './store.js'
+
+/*
+ * Options of the token lifecycle (refresh, logout, login throttling, store),
+ * resolved once from `auth` at register time.
+ */
+
+export const DEFAULT_REFRESH_PATH = '/token/refresh'
+export const DEFAULT_REFRESH_EXPIRES_IN_SECONDS = 14 * 86400
+export const DEFAULT_REFRESH_MAX_AGE_SECONDS = 30 * 86400
+export const DEFAULT_LOGOUT_PATH = '/logout'
+export const DEFAULT_THROTTLE = Object.freeze({
+  windowSeconds: 15 * 60,
+  user: Object.freeze({ max: 10, delayAfter: 3 }),
+  address: Object.freeze({ max: 100, delayAfter: 30 }),
+  delayMs: 250,
+  maxDelayMs: 4000
+})
+
+const DURATION = /^(\d+)\s*(s|m|h|d)$/
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
+// Same rule as the other route paths (options.ts): absolute, no query, dot segments or backslashes.
+const BAD_PATH = /[?#\\\s]|\/\/|(^|\/)\.\.?(\/|$)/
+
+export interface ResolvedRefresh {
+  readonly path: string
+  readonly expiresInSeconds: number
+  readonly maxAgeSeconds: number
+}
+
+export interface ResolvedLogout {
+  readonly path: string
+  readonly revokeAccessToken: boolean
+}
+
+export interface ResolvedThrottle {
+  readonly windowSeconds: number
+  readonly user: Readonly<Required<ThrottleLimit>>
+  readonly address: Readonly<Required<ThrottleLimit>>
+  readonly delayMs: number
+  readonly maxDelayMs: number
+}
+
+export interface ResolvedLifecycle {
+  readonly refresh: ResolvedRefresh | false
+  readonly logout: ResolvedLogout | false
+  readonly throttle: ResolvedThrottle | false
+  /** The user's store; `undefined` means an in-memory one when needed. */
+  readonly store: GatehouseStore | undefined
+}
+
+function fail (option: string, expected: string): never {
+  throw new InvalidOptionError(option, expected)
+}
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function seconds (value: unknown, option: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value
+  const match = typeof value === 'string' ? DURATION.exec(value) : null
+  if (match === null || Number(match[1]) === 0) fail(option, 'a positive number of seconds or a duration such as "15m" or "14d"')
+  return Number(match[1]) * (DURATION_UNITS[match[2] as string] as number)
+}
+
+function count (value: unknown, option: string, fallback: number, min: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) fail(option, `an integer >= ${min}`)
+  return value
+}
+
+function routePath (value: unknown, option: string, fallback: string): string {
+  if (value === undefined) return fallback
+  if (typeof value !== 'string' || !value.startsWith('/') || BAD_PATH.test(value)) {
+    fail(option, 'an absolute path such as "/token/refresh" without query, fragment, dot segments or backslashes')
+  }
+  return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value
+}
+
+function section<T extends object> (value: unknown, option: string, shape: string): T | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value === true) return {} as T
+  if (!isObject(value)) fail(option, `true, false or ${shape}`)
+  return value as T
+}
+
+function resolveLimit (value: unknown, option: string, fallback: Required<ThrottleLimit>): Required<ThrottleLimit> {
+  if (value === undefined) return fallback
+  if (!isObject(value)) fail(option, 'an object { max?, delayAfter? }')
+  const max = count(value.max, `${option}.max`, fallback.max, 1)
+  const delayAfter = count(value.delayAfter, `${option}.delayAfter`, Math.min(fallback.delayAfter, max), 0)
+  if (delayAfter > max) fail(`${option}.delayAfter`, `at most max (${max})`)
+  return { max, delayAfter }
+}
+
+function resolveThrottle (value: unknown): ResolvedThrottle | false {
+  const opts = section<LoginThrottleOptions>(value, 'auth.login.throttle', '{ user?, address?, window?, delayMs?, maxDelayMs? }')
+  if (opts === undefined) return false
+  const delayMs = count(opts.delayMs, 'auth.login.throttle.delayMs', DEFAULT_THROTTLE.delayMs, 0)
+  return {
+    windowSeconds: seconds(opts.window, 'auth.login.throttle.window', DEFAULT_THROTTLE.windowSeconds),
+    user: resolveLimit(opts.user, 'auth.login.throttle.user', DEFAULT_THROTTLE.user),
+    address: resolveLimit(opts.address, 'auth.login.throttle.address', DEFAULT_THROTTLE.address),
+    delayMs,
+    maxDelayMs: count(opts.maxDelayMs, 'auth.login.throttle.maxDelayMs', Math.max(DEFAULT_THROTTLE.maxDelayMs, delayMs), delayMs)
+  }
+}
+
+function isStore (value: unknown): value is GatehouseStore {
+  return isObject(value) && ['get', 'set', 'add', 'increment', 'delete'].every((name) => typeof value[name] === 'function')
+}
+
+/**
+ * Resolves `auth.refresh`, `auth.logout`, `auth.login.throttle` and
+ * `auth.store`; called by `resolveAuth` once `auth.login` is known.
+ */
+export function resolveLifecycle (opts: AuthOptions, loginPath: string | false): ResolvedLifecycle {
+  const refreshOpts = section<RefreshOptions>(opts.refresh, 'auth.refresh', '{ path?, expiresIn?, maxAge? }')
+  const logoutOpts = section<LogoutOptions>(opts.logout ?? (refreshOpts === undefined ? undefined : true), 'auth.logout', '{ path?, revokeAccessToken? }')
+  if (loginPath === false && refreshOpts !== undefined) fail('auth.refresh', 'false when auth.login is false (refresh needs the login route)')
+  if (loginPath === false && logoutOpts !== undefined) fail('auth.logout', 'false when auth.login is false (logout needs the login route)')
+
+  let refresh: ResolvedRefresh | false = false
+  if (refreshOpts !== undefined) {
+    const expiresInSeconds = seconds(refreshOpts.expiresIn, 'auth.refresh.expiresIn', DEFAULT_REFRESH_EXPIRES_IN_SECONDS)
+    const maxAgeSeconds = seconds(refreshOpts.maxAge, 'auth.refresh.maxAge', Math.max(DEFAULT_REFRESH_MAX_AGE_SECONDS, expiresInSeconds))
+    if (maxAgeSeconds < expiresInSeconds) fail('auth.refresh.maxAge', `a duration at least auth.refresh.expiresIn (${expiresInSeconds} s)`)
+    refresh = { path: routePath(refreshOpts.path, 'auth.refresh.path', DEFAULT_REFRESH_PATH), expiresInSeconds, maxAgeSeconds }
+  }
+
+  let logout: ResolvedLogout | false = false
+  if (logoutOpts !== undefined) {
+    if (logoutOpts.revokeAccessToken !== undefined && typeof logoutOpts.revokeAccessToken !== 'boolean') {
+      fail('auth.logout.revokeAccessToken', 'a boolean')
+    }
+    const revokeAccessToken = logoutOpts.revokeAccessToken === true
+    if (refresh === false && !revokeAccessToken) {
+      fail('auth.logout', 'refresh enabled or { revokeAccessToken: true } (otherwise logout has nothing to revoke)')
+    }
+    logout = { path: routePath(logoutOpts.path, 'auth.logout.path', DEFAULT_LOGOUT_PATH), revokeAccessToken }
+  }
+
+  const routes = [loginPath, refresh === false ? false : refresh.path, logout === false ? false : logout.path].filter((p) => p !== false)
+  if (new Set(routes).size !== routes.length) fail('auth', `distinct login, refresh and logout paths (got ${routes.join(', ')})`)
+
+  const throttle = isObject(opts.login) ? resolveThrottle(opts.login.throttle) : false
+  if (opts.store !== undefined && !isStore(opts.store)) fail('auth.store', 'a GatehouseStore { get, set, add, increment, delete }')
+  return { refresh, logout, throttle, store: opts.store }
+}
+
+/** The route paths the lifecycle adds, which no target prefix may take. */
+export function lifecycleRoutes (lifecycle: ResolvedLifecycle): string[] {
+  const paths: string[] = []
+  if (lifecycle.refresh !== false) paths.push(lifecycle.refresh.path)
+  if (lifecycle.logout !== false) paths.push(lifecycle.logout.path)
+  return paths
+}

@@ -1,0 +1,162 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import { BadRequestError, RefreshTokenInvalidError, RefreshTokenReusedError } from '../errors.js'
+import type { ResolvedAuth } from '../options.js'
+import type { GatehouseClaims } from '../types.js'
+import type { ResolvedRefresh } from './lifecycle-options.js'
+import { tokenResponse } from './login.js'
+import { fromStore, storeKeys } from './store.js'
+import type { GatehouseStore } from './store.js'
+import type { TokenService } from './token.js'
+
+/*
+ * Refresh tokens: opaque, random, stored only as a SHA-256 hash, each bound to
+ * the claims of its login and to a family (one login session). Using one
+ * rotates it: it dies and a new one of the same family is issued. Using a dead
+ * one again means two parties hold it, so the whole family is revoked.
+ */
+
+const REFRESH_TOKEN_BYTES = 32
+const FAMILY_ID_BYTES = 16
+// 32 bytes in base64url without padding: anything else was never issued.
+const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/
+const REFRESH_BODY_LIMIT = 1024
+
+interface RefreshRecord {
+  family: string
+  claims: GatehouseClaims
+  expiresAt: number
+  familyExpiresAt: number
+}
+
+/** A refresh token as returned to the client, with the session it belongs to. */
+export interface IssuedRefreshToken {
+  token: string
+  family: string
+  /** Seconds until it expires. */
+  expiresIn: number
+  claims: GatehouseClaims
+}
+
+function digest (token: string): string {
+  return createHash('sha256').update(token).digest('base64url')
+}
+
+function parseRecord (value: string | undefined): RefreshRecord | undefined {
+  if (value === undefined) return undefined
+  try {
+    const record = JSON.parse(value) as Partial<RefreshRecord>
+    if (typeof record.family !== 'string' || typeof record.claims !== 'object' || record.claims === null ||
+        typeof record.expiresAt !== 'number' || typeof record.familyExpiresAt !== 'number') return undefined
+    return record as RefreshRecord
+  } catch {
+    return undefined
+  }
+}
+
+/** Issues, rotates and revokes refresh tokens on a `GatehouseStore`. */
+export class RefreshSessions {
+  readonly #store: GatehouseStore
+  readonly #options: ResolvedRefresh
+
+  constructor (store: GatehouseStore, options: ResolvedRefresh) {
+    this.#store = store
+    this.#options = options
+  }
+
+  /** Starts a session (a new family) for the claims of a login. */
+  async start (claims: GatehouseClaims): Promise<IssuedRefreshToken> {
+    const family = randomBytes(FAMILY_ID_BYTES).toString('base64url')
+    const maxAgeMs = this.#options.maxAgeSeconds * 1000
+    // The family key is only ever created here and deleted by revocation: nothing can revive it.
+    await fromStore(this.#store.set(storeKeys.family(family), '1', maxAgeMs))
+    return this.#issue(family, claims, Date.now() + maxAgeMs)
+  }
+
+  /**
+   * Kills the token and issues its successor. Of several concurrent calls with
+   * the same token, the one that marks it used first wins; the others are
+   * reuse and revoke the family.
+   */
+  async rotate (token: string, log: FastifyBaseLogger): Promise<IssuedRefreshToken> {
+    const hash = digest(token)
+    const record = await this.#live(token, hash)
+    const first = await fromStore(this.#store.add(storeKeys.refreshUsed(hash), '1', Math.max(1, record.expiresAt - Date.now())))
+    if (!first) {
+      await this.revoke(record.family)
+      log.warn({ family: record.family, sub: record.claims.sub }, 'gatehouse refresh token reused: session revoked')
+      throw new RefreshTokenReusedError()
+    }
+    return this.#issue(record.family, record.claims, record.familyExpiresAt)
+  }
+
+  /** The family of a live or rotated token, `undefined` for an unknown one. */
+  async familyOf (token: string): Promise<string | undefined> {
+    if (!REFRESH_TOKEN.test(token)) return undefined
+    return parseRecord(await fromStore(this.#store.get(storeKeys.refresh(digest(token)))))?.family
+  }
+
+  /** Ends a session: every refresh token of the family fails from now on. */
+  async revoke (family: string): Promise<void> {
+    await fromStore(this.#store.delete(storeKeys.family(family)))
+  }
+
+  async #live (token: string, hash: string): Promise<RefreshRecord> {
+    if (!REFRESH_TOKEN.test(token)) throw new RefreshTokenInvalidError()
+    const record = parseRecord(await fromStore(this.#store.get(storeKeys.refresh(hash))))
+    // A store may keep an entry a little past its TTL: the record's own expiry decides.
+    if (record === undefined || record.expiresAt <= Date.now()) throw new RefreshTokenInvalidError()
+    if (await fromStore(this.#store.get(storeKeys.family(record.family))) === undefined) throw new RefreshTokenInvalidError()
+    return record
+  }
+
+  async #issue (family: string, claims: GatehouseClaims, familyExpiresAt: number): Promise<IssuedRefreshToken> {
+    const now = Date.now()
+    const expiresAt = Math.min(now + this.#options.expiresInSeconds * 1000, familyExpiresAt)
+    // The session reached its maxAge: the user logs in again.
+    if (expiresAt - now < 1000) throw new RefreshTokenInvalidError()
+    const token = randomBytes(REFRESH_TOKEN_BYTES).toString('base64url')
+    const record: RefreshRecord = { family, claims, expiresAt, familyExpiresAt }
+    await fromStore(this.#store.set(storeKeys.refresh(digest(token)), JSON.stringify(record), expiresAt - now))
+    return { token, family, expiresIn: Math.floor((expiresAt - now) / 1000), claims }
+  }
+}
+
+const refreshSchema = {
+  body: {
+    type: 'object',
+    required: ['refreshToken'],
+    additionalProperties: false,
+    properties: { refreshToken: { type: 'string', minLength: 1, maxLength: 128 } }
+  }
+} as const
+
+/** Exactly `{ "refreshToken": "<string>" }`, nothing coerced. */
+function validateRefreshBody (body: unknown): { value: { refreshToken: string } } | { error: Error } {
+  const object = typeof body === 'object' && body !== null && !Array.isArray(body) ? body as Record<string, unknown> : {}
+  const { refreshToken } = object
+  if (Object.keys(object).length !== 1 || typeof refreshToken !== 'string' || refreshToken.length === 0 || refreshToken.length > 128) {
+    return { error: new BadRequestError('Invalid refresh body: expected {"refreshToken"}, a non-empty string') }
+  }
+  return { value: { refreshToken } }
+}
+
+/** POST refresh route: a refresh token in, a new access token and refresh token out (the login shape). */
+export function registerRefresh (scope: FastifyInstance, auth: ResolvedAuth, tokens: TokenService, sessions: RefreshSessions | undefined): void {
+  const { refresh } = auth.lifecycle
+  if (refresh === false || sessions === undefined) return
+
+  scope.register(async function gatehouseRefresh (route) {
+    route.removeContentTypeParser('text/plain')
+    route.post<{ Body: { refreshToken: string } }>(refresh.path, {
+      schema: refreshSchema,
+      validatorCompiler: () => validateRefreshBody,
+      bodyLimit: REFRESH_BODY_LIMIT
+    }, async (request, reply) => {
+      const next = await sessions.rotate(request.body.refreshToken, request.log)
+      const token = tokens.sign(next.claims, next.family)
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
+      return tokenResponse(auth, token, next.claims, next)
+    })
+  })
+}

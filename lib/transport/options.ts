@@ -1,0 +1,361 @@
+import { InvalidOptionError } from '../errors.js'
+
+/** Connection pool of each upstream (undici `Pool` options). */
+export interface PoolOptions {
+  /** Connections per upstream URL; requests beyond wait in a queue. Default 128. */
+  connections?: number
+  /** Requests in flight on one connection (HTTP/1.1 pipelining). Default 1 (off). */
+  pipelining?: number
+  /** Milliseconds an idle connection is kept, unless the upstream says less. Default 4000. */
+  keepAliveTimeout?: number
+  /** Cap on a keep-alive timeout the upstream announces. Default 600000. */
+  keepAliveMaxTimeout?: number
+}
+
+/** How the gateway checks upstream certificates and presents its own. */
+export interface UpstreamTlsOptions {
+  /** Verify the upstream's certificate and name. Default true; false only for tests. */
+  rejectUnauthorized?: boolean
+  /**
+   * Trusted CA certificates (PEM), replacing the system ones.
+   * @example readFileSync('internal-ca.pem')
+   */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** Client certificate (PEM) for mutual TLS. */
+  cert?: string | Buffer
+  /** Private key (PEM) of the client certificate. */
+  key?: string | Buffer
+  /** Passphrase of `key`. */
+  passphrase?: string
+  /**
+   * Name sent as SNI and checked against the certificate, when the upstream
+   * URL holds an IP address or another name.
+   * @example 'billing.internal'
+   */
+  servername?: string
+}
+
+/** Retries of idempotent requests. */
+export interface RetryOptions {
+  /** Retries after the first attempt. Default 0 (off). */
+  retries?: number
+  /** Methods that may be retried. Default GET, HEAD, OPTIONS, PUT, DELETE. */
+  methods?: string[]
+  /** Upstream statuses that are retried (the response is discarded). Default [503]. */
+  statuses?: number[]
+  /** First backoff delay in ms, doubled each retry, with full jitter. Default 100. */
+  minDelay?: number
+  /** Cap of the backoff delay in ms. Default 2000. */
+  maxDelay?: number
+  /** Largest `Retry-After` (ms) waited for; a longer one is passed to the client. Default 5000. */
+  maxRetryAfter?: number
+}
+
+/** Passive health: ejects an upstream that keeps failing. */
+export interface PassiveHealthOptions {
+  /** Consecutive failures (connection errors, timeouts, 502/503/504) that eject. Default 5. */
+  failures?: number
+  /** Milliseconds an ejected upstream is skipped. Default 10000. */
+  coolDown?: number
+}
+
+/** Active health checks: a periodic GET of a probe path on each upstream. */
+export interface ActiveHealthOptions {
+  /** Path probed (below the upstream origin). @example '/healthz' */
+  path: string
+  /** Milliseconds between probes. Default 5000. */
+  interval?: number
+  /** Milliseconds a probe may take. Default 2000. */
+  timeout?: number
+  /** Consecutive successes (2xx/3xx) that mark a down upstream up. Default 2. */
+  healthyThreshold?: number
+  /** Consecutive failures that mark an upstream down. Default 2. */
+  unhealthyThreshold?: number
+}
+
+/** Circuit breaker of the whole target. */
+export interface CircuitBreakerOptions {
+  /** Milliseconds of the rolling window. Default 10000. */
+  window?: number
+  /** Requests in the window before the rate is judged. Default 20. */
+  minRequests?: number
+  /** Failure ratio (0-1] that opens the circuit. Default 0.5. */
+  failureRate?: number
+  /** Milliseconds the circuit stays open before half-open probes. Default 5000. */
+  coolDown?: number
+  /** Concurrent probe requests let through while half-open. Default 1. */
+  halfOpenRequests?: number
+}
+
+/** Rewriting of upstream `Location` and `Set-Cookie` to the gateway's address. */
+export interface RewriteOptions {
+  /** Rewrite `Location` / `Content-Location` pointing at the upstream. Default true. */
+  location?: boolean
+  /** Rewrite `Set-Cookie` `Domain` (and `Path` under the upstream prefix). Default true. */
+  cookies?: boolean
+  /**
+   * Public origin of the gateway; default: the request's protocol and Host.
+   * @example 'https://api.example.com'
+   */
+  publicOrigin?: string
+}
+
+/** Upstream transport of one target. */
+export interface TransportOptions {
+  pool?: PoolOptions
+  tls?: UpstreamTlsOptions
+  /** `false` or a retry policy. Default off. */
+  retry?: false | RetryOptions
+  /** How a request picks one of several upstreams. Default `'round-robin'`. */
+  balance?: 'round-robin' | 'least-in-flight'
+  /**
+   * Passive health; on by default for targets with several upstreams, off for
+   * one (ejecting the only upstream would only change 502 into 503).
+   */
+  passiveHealth?: boolean | PassiveHealthOptions
+  /** Active health checks; off by default. */
+  activeHealth?: ActiveHealthOptions
+  /** Circuit breaker; off by default. */
+  circuitBreaker?: boolean | CircuitBreakerOptions
+  /** Header rewriting of redirects and cookies. Default on. */
+  rewrite?: boolean | RewriteOptions
+  /**
+   * Milliseconds of silence allowed in a `text/event-stream` body. Default 0:
+   * event streams have no idle timeout.
+   */
+  eventStreamIdle?: number
+  /** Negotiate HTTP/2 with `https:` upstreams (ALPN, undici `allowH2`). Default false. */
+  http2?: boolean
+}
+
+export interface ResolvedTransport {
+  /** Every upstream origin (`scheme://host:port`), in the order given. */
+  readonly origins: readonly string[]
+  readonly pool: Readonly<Required<PoolOptions>>
+  readonly tls: Readonly<UpstreamTlsOptions> & { readonly rejectUnauthorized: boolean }
+  readonly retry: Readonly<Required<Omit<RetryOptions, 'methods' | 'statuses'>>> & { readonly methods: ReadonlySet<string>, readonly statuses: ReadonlySet<number> }
+  readonly balance: 'round-robin' | 'least-in-flight'
+  readonly passiveHealth: Readonly<Required<PassiveHealthOptions>> | undefined
+  readonly activeHealth: Readonly<Required<ActiveHealthOptions>> | undefined
+  readonly circuitBreaker: Readonly<Required<CircuitBreakerOptions>> | undefined
+  readonly rewrite: { readonly location: boolean, readonly cookies: boolean, readonly publicOrigin: string | undefined }
+  readonly eventStreamIdle: number
+  readonly http2: boolean
+}
+
+export const DEFAULT_POOL = Object.freeze({ connections: 128, pipelining: 1, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 600_000 })
+export const DEFAULT_RETRY = Object.freeze({ retries: 0, minDelay: 100, maxDelay: 2_000, maxRetryAfter: 5_000 })
+export const DEFAULT_RETRY_METHODS = Object.freeze(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+export const DEFAULT_RETRY_STATUSES = Object.freeze([503])
+export const DEFAULT_PASSIVE_HEALTH = Object.freeze({ failures: 5, coolDown: 10_000 })
+export const DEFAULT_ACTIVE_HEALTH = Object.freeze({ interval: 5_000, timeout: 2_000, healthyThreshold: 2, unhealthyThreshold: 2 })
+export const DEFAULT_CIRCUIT_BREAKER = Object.freeze({ window: 10_000, minRequests: 20, failureRate: 0.5, coolDown: 5_000, halfOpenRequests: 1 })
+export const DEFAULT_DRAIN_TIMEOUT = 10_000
+
+// Node timers overflow above this many milliseconds.
+const MAX_TIMER = 2 ** 31 - 1
+// Methods RFC 9110 calls idempotent (TRACE and CONNECT are never proxied).
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+
+function fail (option: string, expected: string): never {
+  throw new InvalidOptionError(option, expected)
+}
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function integer (value: unknown, option: string, fallback: number, min: number, max = MAX_TIMER): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    fail(option, `an integer from ${min} to ${max}`)
+  }
+  return value
+}
+
+function object (value: unknown, option: string, shape: string): Record<string, unknown> {
+  if (value === undefined) return {}
+  if (!isObject(value)) fail(option, `an object ${shape}`)
+  return value
+}
+
+function pem (value: unknown, option: string): string | Buffer | undefined {
+  if (value === undefined) return undefined
+  if ((typeof value === 'string' && value.length > 0) || (Buffer.isBuffer(value) && value.length > 0)) return value
+  fail(option, 'a PEM string or Buffer')
+}
+
+/**
+ * Validates a target's `upstream` (one URL or several) and returns the
+ * origins and the base path they share.
+ */
+export function resolveUpstreams (value: unknown, at: string): { origins: string[], basePath: string } {
+  const list = Array.isArray(value) ? value : [value]
+  if (list.length === 0) fail(at, 'an http(s) URL or a non-empty array of them')
+  const origins: string[] = []
+  let basePath: string | undefined
+  let protocol: string | undefined
+  for (const [index, item] of list.entries()) {
+    const where = Array.isArray(value) ? `${at}[${index}]` : at
+    let url: URL | undefined
+    try {
+      url = new URL(String(item))
+    } catch {}
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+      fail(where, 'an http: or https: URL without credentials, query or fragment (use `credentials`)')
+    }
+    const path = url.pathname === '/' ? '' : url.pathname.replace(/\/$/, '')
+    if ((basePath !== undefined && path !== basePath) || (protocol !== undefined && url.protocol !== protocol)) {
+      fail(where, 'a URL with the same scheme and base path as the other upstreams of this target')
+    }
+    if (origins.includes(url.origin)) fail(where, 'a URL not listed twice')
+    basePath = path
+    protocol = url.protocol
+    origins.push(url.origin)
+  }
+  return { origins, basePath: basePath as string }
+}
+
+function resolveTls (value: unknown, at: string): ResolvedTransport['tls'] {
+  const opts = object(value, at, '{ rejectUnauthorized?, ca?, cert?, key?, passphrase?, servername? }')
+  if (opts.rejectUnauthorized !== undefined && typeof opts.rejectUnauthorized !== 'boolean') fail(`${at}.rejectUnauthorized`, 'a boolean')
+  const ca = opts.ca === undefined
+    ? undefined
+    : Array.isArray(opts.ca) ? opts.ca.map((c, i) => pem(c, `${at}.ca[${i}]`) as string | Buffer) : pem(opts.ca, `${at}.ca`)
+  const cert = pem(opts.cert, `${at}.cert`)
+  const key = pem(opts.key, `${at}.key`)
+  if ((cert === undefined) !== (key === undefined)) fail(cert === undefined ? `${at}.cert` : `${at}.key`, 'a client certificate and its key together')
+  if (opts.passphrase !== undefined && typeof opts.passphrase !== 'string') fail(`${at}.passphrase`, 'a string')
+  if (opts.servername !== undefined && (typeof opts.servername !== 'string' || !/^[A-Za-z0-9.-]+$/.test(opts.servername))) {
+    fail(`${at}.servername`, 'a DNS host name')
+  }
+  return Object.freeze({
+    rejectUnauthorized: opts.rejectUnauthorized !== false,
+    ...(ca === undefined ? {} : { ca }),
+    ...(cert === undefined ? {} : { cert, key }),
+    ...(opts.passphrase === undefined ? {} : { passphrase: opts.passphrase as string }),
+    ...(opts.servername === undefined ? {} : { servername: opts.servername as string })
+  })
+}
+
+function resolveRetry (value: unknown, at: string): ResolvedTransport['retry'] {
+  const opts = value === false ? { retries: 0 } : object(value, at, '{ retries?, methods?, statuses?, minDelay?, maxDelay?, maxRetryAfter? }')
+  const methods = opts.methods ?? DEFAULT_RETRY_METHODS
+  if (!Array.isArray(methods) || !methods.every((m) => typeof m === 'string' && IDEMPOTENT.has(m.toUpperCase()))) {
+    fail(`${at}.methods`, `an array of idempotent methods (${[...IDEMPOTENT].join(', ')})`)
+  }
+  const statuses = opts.statuses ?? DEFAULT_RETRY_STATUSES
+  if (!Array.isArray(statuses) || !statuses.every((s) => Number.isInteger(s) && s >= 500 && s <= 599)) {
+    fail(`${at}.statuses`, 'an array of 5xx status codes')
+  }
+  const minDelay = integer(opts.minDelay, `${at}.minDelay`, DEFAULT_RETRY.minDelay, 0)
+  return {
+    retries: integer(opts.retries, `${at}.retries`, DEFAULT_RETRY.retries, 0, 10),
+    methods: new Set((methods as string[]).map((m) => m.toUpperCase())),
+    statuses: new Set(statuses as number[]),
+    minDelay,
+    maxDelay: integer(opts.maxDelay, `${at}.maxDelay`, Math.max(DEFAULT_RETRY.maxDelay, minDelay), minDelay),
+    maxRetryAfter: integer(opts.maxRetryAfter, `${at}.maxRetryAfter`, DEFAULT_RETRY.maxRetryAfter, 0)
+  }
+}
+
+function resolvePassive (value: unknown, at: string, several: boolean): ResolvedTransport['passiveHealth'] {
+  if (value === false || (value === undefined && !several)) return undefined
+  const opts = value === true ? {} : object(value, at, '{ failures?, coolDown? } or a boolean')
+  return {
+    failures: integer(opts.failures, `${at}.failures`, DEFAULT_PASSIVE_HEALTH.failures, 1, 1000),
+    coolDown: integer(opts.coolDown, `${at}.coolDown`, DEFAULT_PASSIVE_HEALTH.coolDown, 1)
+  }
+}
+
+function resolveActive (value: unknown, at: string): ResolvedTransport['activeHealth'] {
+  if (value === undefined) return undefined
+  const opts = object(value, at, '{ path, interval?, timeout?, healthyThreshold?, unhealthyThreshold? }')
+  if (typeof opts.path !== 'string' || !opts.path.startsWith('/') || /[\s#]/.test(opts.path)) fail(`${at}.path`, 'an absolute path such as "/healthz"')
+  return {
+    path: opts.path,
+    interval: integer(opts.interval, `${at}.interval`, DEFAULT_ACTIVE_HEALTH.interval, 10),
+    timeout: integer(opts.timeout, `${at}.timeout`, DEFAULT_ACTIVE_HEALTH.timeout, 1),
+    healthyThreshold: integer(opts.healthyThreshold, `${at}.healthyThreshold`, DEFAULT_ACTIVE_HEALTH.healthyThreshold, 1, 100),
+    unhealthyThreshold: integer(opts.unhealthyThreshold, `${at}.unhealthyThreshold`, DEFAULT_ACTIVE_HEALTH.unhealthyThreshold, 1, 100)
+  }
+}
+
+function resolveBreaker (value: unknown, at: string): ResolvedTransport['circuitBreaker'] {
+  if (value === undefined || value === false) return undefined
+  const opts = value === true ? {} : object(value, at, '{ window?, minRequests?, failureRate?, coolDown?, halfOpenRequests? } or a boolean')
+  const failureRate = opts.failureRate ?? DEFAULT_CIRCUIT_BREAKER.failureRate
+  if (typeof failureRate !== 'number' || !(failureRate > 0 && failureRate <= 1)) fail(`${at}.failureRate`, 'a ratio above 0, up to 1')
+  return {
+    window: integer(opts.window, `${at}.window`, DEFAULT_CIRCUIT_BREAKER.window, 10),
+    minRequests: integer(opts.minRequests, `${at}.minRequests`, DEFAULT_CIRCUIT_BREAKER.minRequests, 1, 1_000_000),
+    failureRate,
+    coolDown: integer(opts.coolDown, `${at}.coolDown`, DEFAULT_CIRCUIT_BREAKER.coolDown, 1),
+    halfOpenRequests: integer(opts.halfOpenRequests, `${at}.halfOpenRequests`, DEFAULT_CIRCUIT_BREAKER.halfOpenRequests, 1, 1000)
+  }
+}
+
+function resolveRewrite (value: unknown, at: string): ResolvedTransport['rewrite'] {
+  if (value === false) return { location: false, cookies: false, publicOrigin: undefined }
+  const opts = value === true ? {} : object(value, at, '{ location?, cookies?, publicOrigin? } or a boolean')
+  for (const name of ['location', 'cookies'] as const) {
+    if (opts[name] !== undefined && typeof opts[name] !== 'boolean') fail(`${at}.${name}`, 'a boolean')
+  }
+  let publicOrigin: string | undefined
+  if (opts.publicOrigin !== undefined) {
+    let url: URL | undefined
+    try {
+      url = new URL(String(opts.publicOrigin))
+    } catch {}
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== opts.publicOrigin) {
+      fail(`${at}.publicOrigin`, 'an origin such as "https://api.example.com" (no path or trailing slash)')
+    }
+    publicOrigin = url.origin
+  }
+  return { location: opts.location !== false, cookies: opts.cookies !== false, publicOrigin }
+}
+
+/** Validates a target's `transport` option (and its `upstream` list) and applies defaults. */
+export function resolveTransport (value: unknown, upstream: unknown, at: string): ResolvedTransport {
+  const opts = object(value, `${at}.transport`, '{ pool?, tls?, retry?, balance?, passiveHealth?, activeHealth?, circuitBreaker?, rewrite?, eventStreamIdle?, http2? }')
+  const { origins } = resolveUpstreams(upstream, `${at}.upstream`)
+  const where = `${at}.transport`
+  const pool = object(opts.pool, `${where}.pool`, '{ connections?, pipelining?, keepAliveTimeout?, keepAliveMaxTimeout? }')
+  if (opts.balance !== undefined && opts.balance !== 'round-robin' && opts.balance !== 'least-in-flight') {
+    fail(`${where}.balance`, '"round-robin" or "least-in-flight"')
+  }
+  if (opts.http2 !== undefined && typeof opts.http2 !== 'boolean') fail(`${where}.http2`, 'a boolean')
+  return {
+    origins,
+    pool: {
+      connections: integer(pool.connections, `${where}.pool.connections`, DEFAULT_POOL.connections, 1, 65_536),
+      pipelining: integer(pool.pipelining, `${where}.pool.pipelining`, DEFAULT_POOL.pipelining, 1, 1000),
+      keepAliveTimeout: integer(pool.keepAliveTimeout, `${where}.pool.keepAliveTimeout`, DEFAULT_POOL.keepAliveTimeout, 1),
+      keepAliveMaxTimeout: integer(pool.keepAliveMaxTimeout, `${where}.pool.keepAliveMaxTimeout`, DEFAULT_POOL.keepAliveMaxTimeout, 1)
+    },
+    tls: resolveTls(opts.tls, `${where}.tls`),
+    retry: resolveRetry(opts.retry, `${where}.retry`),
+    balance: (opts.balance as ResolvedTransport['balance'] | undefined) ?? 'round-robin',
+    passiveHealth: resolvePassive(opts.passiveHealth, `${where}.passiveHealth`, origins.length > 1),
+    activeHealth: resolveActive(opts.activeHealth, `${where}.activeHealth`),
+    circuitBreaker: resolveBreaker(opts.circuitBreaker, `${where}.circuitBreaker`),
+    rewrite: resolveRewrite(opts.rewrite, `${where}.rewrite`),
+    eventStreamIdle: integer(opts.eventStreamIdle, `${where}.eventStreamIdle`, 0, 0),
+    http2: opts.http2 === true
+  }
+}
+
+/** Gateway-wide shutdown behaviour. */
+export interface ShutdownOptions {
+  /**
+   * Milliseconds `fastify.close()` lets in-flight proxied requests finish
+   * before their upstream connections are cut. Default 10000.
+   */
+  drainTimeout?: number
+}
+
+/** Validates the top-level `shutdown` option. */
+export function resolveShutdown (value: unknown): { readonly drainTimeout: number } {
+  const opts = object(value, 'shutdown', '{ drainTimeout? }')
+  return { drainTimeout: integer(opts.drainTimeout, 'shutdown.drainTimeout', DEFAULT_DRAIN_TIMEOUT, 0) }
+}

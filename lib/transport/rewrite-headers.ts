@@ -1,0 +1,120 @@
+import { isIP } from 'node:net'
+import type { FastifyRequest } from 'fastify'
+import type { ResolvedTarget } from '../options.js'
+import type { HeaderMap } from '../types.js'
+
+/** Where a response is seen from: the gateway's side and the upstream's. */
+interface Mapping {
+  readonly publicOrigin: string
+  readonly publicHostname: string
+  /** The request path's part the target prefix matched, e.g. `/shops/7`. */
+  readonly publicPrefix: string
+  /** The same place on the upstream, e.g. `/api/v2/7` ('' for the root). */
+  readonly upstreamPrefix: string
+  readonly upstreams: ReadonlySet<string>
+  readonly upstreamHostnames: ReadonlySet<string>
+  readonly explicitOrigin: boolean
+}
+
+function pathOf (url: string): string {
+  const q = url.search(/[?#]/)
+  return q === -1 ? url : url.slice(0, q)
+}
+
+function mapping (target: ResolvedTarget, request: FastifyRequest, upstreamPath: string): Mapping {
+  const settings = target.transport.rewrite
+  const publicOrigin = settings.publicOrigin ?? `${request.protocol}://${request.host}`
+  const publicPath = pathOf(request.url)
+  let end = 0
+  for (let i = 0; i < target.prefixSegments; i++) {
+    const next = publicPath.indexOf('/', end + 1)
+    end = next === -1 ? publicPath.length : next
+  }
+  const publicPrefix = publicPath.slice(0, end)
+  const rest = publicPath.slice(end)
+  // The upstream path ends with the same rest unless a middleware changed it.
+  const upstreamPrefix = rest !== '' && upstreamPath.endsWith(rest)
+    ? upstreamPath.slice(0, upstreamPath.length - rest.length)
+    : rest === '' ? upstreamPath.replace(/\/$/, '') : target.basePath
+  return {
+    publicOrigin,
+    publicHostname: new URL(publicOrigin).hostname,
+    publicPrefix,
+    upstreamPrefix,
+    upstreams: new Set(target.transport.origins),
+    upstreamHostnames: new Set(target.transport.origins.map((origin) => new URL(origin).hostname.toLowerCase())),
+    explicitOrigin: settings.publicOrigin !== undefined
+  }
+}
+
+/** An upstream path under the upstream prefix, moved under the public prefix; others unchanged. */
+function mapPath (path: string, m: Mapping): string {
+  const up = m.upstreamPrefix
+  if (up !== '' && path !== up && !path.startsWith(up + '/')) return path
+  const mapped = m.publicPrefix + path.slice(up.length)
+  return mapped === '' ? '/' : mapped
+}
+
+function rewriteLocation (value: string, m: Mapping): string {
+  if (value.startsWith('/') && !value.startsWith('//')) {
+    const path = pathOf(value)
+    return mapPath(path, m) + value.slice(path.length)
+  }
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    // Relative references resolve against the public URL already.
+    return value
+  }
+  if (!m.upstreams.has(url.origin)) return value
+  return m.publicOrigin + mapPath(url.pathname, m) + url.search + url.hash
+}
+
+function rewriteCookie (cookie: string, m: Mapping): string {
+  const parts = cookie.split(';')
+  const out: string[] = [parts[0] as string]
+  for (const part of parts.slice(1)) {
+    const eq = part.indexOf('=')
+    const name = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase()
+    const value = eq === -1 ? '' : part.slice(eq + 1).trim()
+    if (name === 'domain' && m.upstreamHostnames.has(value.replace(/^\./, '').toLowerCase())) {
+      // Host-only (no Domain) binds the cookie to exactly the host the client
+      // used; a configured public origin with a DNS name is set explicitly.
+      if (m.explicitOrigin && isIP(m.publicHostname) === 0) out.push(` Domain=${m.publicHostname}`)
+      continue
+    }
+    if (name === 'path' && value.startsWith('/')) {
+      out.push(` Path=${mapPath(value, m)}`)
+      continue
+    }
+    out.push(part)
+  }
+  return out.join(';')
+}
+
+/**
+ * Rewrites `Location` / `Content-Location` and `Set-Cookie` (`Domain`, `Path`)
+ * that point at the upstream's internal address so that they point at the
+ * gateway's public origin and prefix. Redirects themselves are never
+ * followed: they reach the client with the rewritten `Location`.
+ * Mutates and returns `headers`.
+ */
+export function rewriteResponseHeaders (headers: HeaderMap, target: ResolvedTarget, request: FastifyRequest, upstreamPath: string): HeaderMap {
+  const settings = target.transport.rewrite
+  const location = settings.location && (headers.location !== undefined || headers['content-location'] !== undefined)
+  const cookies = settings.cookies && headers['set-cookie'] !== undefined
+  if (!location && !cookies) return headers
+  const m = mapping(target, request, upstreamPath)
+  if (location) {
+    for (const name of ['location', 'content-location']) {
+      const value = headers[name]
+      if (typeof value === 'string') headers[name] = rewriteLocation(value, m)
+    }
+  }
+  if (cookies) {
+    const value = headers['set-cookie'] as string | string[]
+    headers['set-cookie'] = Array.isArray(value) ? value.map((c) => rewriteCookie(c, m)) : rewriteCookie(value, m)
+  }
+  return headers
+}

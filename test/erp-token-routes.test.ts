@@ -1,0 +1,159 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { request } from 'undici'
+import type { Dispatcher } from 'undici'
+import { buildGateway } from '../examples/erp/gateway.js'
+import { buildInventoryService } from '../examples/erp/inventory-service.js'
+import { buildTransactionsService } from '../examples/erp/transactions-service.js'
+import { rawGet } from './helpers/raw-request.js'
+
+/*
+ * The ERP example's token-routed targets: `/transactions/...` and
+ * `/inventory/...` reach `/shops/<sub>/...` of the services, the shop taken
+ * from the token. Real services and gateway on 127.0.0.1:0.
+ */
+
+const TRANSACTIONS_KEY = 'test-transactions-key-1'
+const INVENTORY_KEY = 'test-inventory-key-2'
+const JWT_SECRET = 'erp-token-routes-test-secret-of-32-bytes-or-more'
+
+interface Erp {
+  app: FastifyInstance
+  gateway: string
+  inventory: string
+  /** URLs each service's HTTP server received, before any hook. */
+  seen: { transactions: string[], inventory: string[] }
+}
+
+async function startErp (t: Test): Promise<Erp> {
+  const transactions = buildTransactionsService({ apiKey: TRANSACTIONS_KEY })
+  const inventory = buildInventoryService({ apiKey: INVENTORY_KEY })
+  const seen: Erp['seen'] = { transactions: [], inventory: [] }
+  transactions.server.on('request', (req) => seen.transactions.push(req.url ?? ''))
+  inventory.server.on('request', (req) => seen.inventory.push(req.url ?? ''))
+  const transactionsUrl = await transactions.listen({ host: '127.0.0.1', port: 0 })
+  const inventoryUrl = await inventory.listen({ host: '127.0.0.1', port: 0 })
+  const app = await buildGateway({
+    transactionsUrl,
+    inventoryUrl,
+    transactionsApiKey: TRANSACTIONS_KEY,
+    inventoryApiKey: INVENTORY_KEY,
+    jwtSecret: JWT_SECRET
+  })
+  const gateway = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => {
+    await app.close()
+    await Promise.all([transactions.close(), inventory.close()])
+  })
+  return { app, gateway, inventory: inventoryUrl, seen }
+}
+
+async function tokenOf (erp: Erp, shop: string): Promise<string> {
+  const res = await request(`${erp.gateway}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: shop, password: shop.toLowerCase() })
+  })
+  const body = await res.body.json() as { token?: unknown }
+  if (res.statusCode !== 200 || typeof body.token !== 'string') throw new Error(`login as ${shop} failed with ${res.statusCode}`)
+  return body.token
+}
+
+async function call (url: string, opts: { method?: Dispatcher.HttpMethod, token?: string, json?: unknown } = {}) {
+  const res = await request(url, {
+    method: opts.method ?? 'GET',
+    headers: {
+      ...(opts.token === undefined ? {} : { authorization: `Bearer ${opts.token}` }),
+      ...(opts.json === undefined ? {} : { 'content-type': 'application/json' })
+    },
+    ...(opts.json === undefined ? {} : { body: JSON.stringify(opts.json) })
+  })
+  const text = await res.body.text()
+  return { status: res.statusCode, body: text === '' ? undefined : JSON.parse(text) as unknown }
+}
+
+t.test("WAL001's token on GET /transactions lists WAL001's transactions", async (t) => {
+  const erp = await startErp(t)
+  const res = await call(`${erp.gateway}/transactions`, { token: await tokenOf(erp, 'WAL001') })
+  t.equal(res.status, 200)
+  const rows = res.body as Array<{ shopId: string }>
+  t.ok(rows.length > 0)
+  t.ok(rows.every((row) => row.shopId === 'WAL001'), 'only WAL001 rows')
+  t.same(erp.seen.transactions, ['/shops/WAL001/transactions'])
+})
+
+t.test('the same path gives each shop its own data', async (t) => {
+  const erp = await startErp(t)
+  const wal = await call(`${erp.gateway}/inventory`, { token: await tokenOf(erp, 'WAL001') })
+  const bby = await call(`${erp.gateway}/inventory`, { token: await tokenOf(erp, 'BBY001') })
+  t.equal(wal.status, 200)
+  t.equal(bby.status, 200)
+  t.ok((wal.body as Array<{ shopId: string }>).every((row) => row.shopId === 'WAL001'))
+  t.ok((bby.body as Array<{ shopId: string }>).every((row) => row.shopId === 'BBY001'))
+  t.same(erp.seen.inventory, ['/shops/WAL001/inventory', '/shops/BBY001/inventory'])
+})
+
+t.test("an id of another shop's record is not found: the shop in the path is always the caller's", async (t) => {
+  const erp = await startErp(t)
+  const walToken = await tokenOf(erp, 'WAL001')
+  const own = await call(`${erp.gateway}/transactions/1`, { token: walToken })
+  t.equal(own.status, 200)
+  t.match(own.body, { id: 1, shopId: 'WAL001' })
+  const other = await call(`${erp.gateway}/transactions/1`, { token: await tokenOf(erp, 'BBY001') })
+  t.equal(other.status, 404)
+  t.same(erp.seen.transactions, ['/shops/WAL001/transactions/1', '/shops/BBY001/transactions/1'])
+})
+
+t.test('create, query string and the classic route agree', async (t) => {
+  const erp = await startErp(t)
+  const token = await tokenOf(erp, 'WAL001')
+  const created = await call(`${erp.gateway}/inventory`, {
+    method: 'POST', token, json: { sku: 'CHG-USB-C', name: 'USB-C charger', quantity: 50, unitPrice: 15.99 }
+  })
+  t.equal(created.status, 201)
+  const record = created.body as { id: number, shopId: string }
+  t.equal(record.shopId, 'WAL001')
+  const classic = await call(`${erp.gateway}/shops/WAL001/inventory/${record.id}`, { token })
+  t.same(classic.body, record)
+  const withQuery = await call(`${erp.gateway}/inventory/${record.id}?fields=all`, { token })
+  t.equal(withQuery.status, 200)
+  t.same(erp.seen.inventory, [
+    '/shops/WAL001/inventory',
+    `/shops/WAL001/inventory/${record.id}`,
+    `/shops/WAL001/inventory/${record.id}?fields=all`
+  ])
+})
+
+t.test('no token: 401, and the services hear nothing', async (t) => {
+  const erp = await startErp(t)
+  t.equal((await call(`${erp.gateway}/transactions`)).status, 401)
+  t.equal((await call(`${erp.gateway}/inventory/1`)).status, 401)
+  t.same(erp.seen, { transactions: [], inventory: [] })
+})
+
+t.test('a token without the shop role: 403, and the services hear nothing', async (t) => {
+  const erp = await startErp(t)
+  const token = erp.app.gatehouse.signToken({ sub: 'WAL001', role: 'admin' })
+  t.equal((await call(`${erp.gateway}/transactions`, { token })).status, 403)
+  t.same(erp.seen, { transactions: [], inventory: [] })
+})
+
+t.test('a `sub` that tries to climb out of /shops is refused with 400, before the services', async (t) => {
+  const erp = await startErp(t)
+  for (const sub of ['..', '../admin', 'BBY001/../WAL001', '%2e%2e', 'WAL001/..']) {
+    const token = erp.app.gatehouse.signToken({ sub, role: 'shop' })
+    const res = await rawGet(erp.gateway, '/transactions/1', { Authorization: `Bearer ${token}` })
+    t.equal(res.status, 400, sub)
+    t.equal(JSON.parse(res.body).code, 'FST_GATEHOUSE_PATH_NOT_ALLOWED')
+  }
+  t.same(erp.seen, { transactions: [], inventory: [] })
+})
+
+t.test('the services still want their key: the gateway sent it', async (t) => {
+  const erp = await startErp(t)
+  const direct = await call(`${erp.inventory}/shops/WAL001/inventory`)
+  t.equal(direct.status, 401)
+  const viaGateway = await call(`${erp.gateway}/inventory`, { token: await tokenOf(erp, 'WAL001') })
+  t.equal(viaGateway.status, 200)
+})

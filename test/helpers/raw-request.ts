@@ -1,0 +1,47 @@
+import { connect } from 'node:net'
+
+/** A response read off a raw socket. */
+export interface RawResponse { status: number, headers: Record<string, string>, body: string }
+
+function decodeChunked (raw: Buffer): Buffer {
+  const out: Buffer[] = []
+  let at = 0
+  for (;;) {
+    const eol = raw.indexOf('\r\n', at)
+    if (eol === -1) throw new Error('truncated chunked body')
+    const size = parseInt(raw.subarray(at, eol).toString('latin1'), 16)
+    if (size === 0) return Buffer.concat(out)
+    out.push(raw.subarray(eol + 2, eol + 2 + size))
+    at = eol + 2 + size + 2
+  }
+}
+
+/**
+ * Sends `GET <path> HTTP/1.1` exactly as written (clients and app.inject
+ * normalise URLs; an attacker does not) and reads the whole response.
+ */
+export function rawGet (base: string, path: string, headers: Record<string, string> = {}): Promise<RawResponse> {
+  const port = Number(new URL(base).port)
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1')
+    const chunks: Buffer[] = []
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    socket.on('error', reject)
+    socket.on('end', () => {
+      const raw = Buffer.concat(chunks)
+      const split = raw.indexOf('\r\n\r\n')
+      const head = raw.subarray(0, split).toString('latin1').split('\r\n')
+      const parsed: Record<string, string> = {}
+      for (const line of head.slice(1)) {
+        const colon = line.indexOf(':')
+        parsed[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
+      }
+      const rest = raw.subarray(split + 4)
+      const body = parsed['transfer-encoding'] === 'chunked' ? decodeChunked(rest) : rest
+      resolve({ status: Number(head[0]?.split(' ')[1]), headers: parsed, body: body.toString('utf8') })
+    })
+    const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Connection: close']
+    for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`)
+    socket.write(lines.join('\r\n') + '\r\n\r\n', 'latin1')
+  })
+}

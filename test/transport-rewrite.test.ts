@@ -1,0 +1,47 @@
+import t from 'tap'
+import { buildApp, bearer, tokenFor } from './helpers/app.js'
+import { startUpstream } from './helpers/upstream.js'
+
+t.test('redirects are not followed; Location and Set-Cookie are rewritten to the gateway', async (t) => {
+  const upstream = await startUpstream((req, res) => {
+    const self = `http://${req.headers.host ?? ''}`
+    res.writeHead(302, {
+      location: `${self}/base/v2/orders/7?x=1`,
+      'content-location': '/base/v2/orders/7',
+      'set-cookie': [`sid=abc; Domain=127.0.0.1; Path=/base/v2; HttpOnly`, 'other=1; Domain=elsewhere.example; Path=/x'],
+      'content-length': 0
+    })
+    res.end()
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, { targets: [{ prefix: '/shop', upstream: `${upstream.url}/base`, rewritePrefix: '/v2' }] })
+  const res = await app.inject({ url: '/shop/orders', headers: { ...bearer(tokenFor(app)), host: 'gw.example' } })
+  t.equal(res.statusCode, 302)
+  t.equal(upstream.seen.length, 1, 'not followed')
+  t.equal(res.headers.location, 'http://gw.example/shop/orders/7?x=1')
+  t.equal(res.headers['content-location'], '/shop/orders/7')
+  t.same(res.headers['set-cookie'], ['sid=abc; Path=/shop; HttpOnly', 'other=1; Domain=elsewhere.example; Path=/x'])
+})
+
+t.test('foreign Location untouched; publicOrigin; rewrite: false turns it off', async (t) => {
+  const upstream = await startUpstream((req, res) => {
+    const location = req.url?.endsWith('/away') === true ? 'https://login.example/sso' : `http://${req.headers.host ?? ''}/p/a/b`
+    res.writeHead(301, { location, 'set-cookie': 'k=v; Domain=127.0.0.1', 'content-length': 0 }).end()
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, {
+    targets: [
+      { prefix: '/p', upstream: upstream.url, transport: { rewrite: { publicOrigin: 'https://api.example.com' } } },
+      { prefix: '/raw', upstream: upstream.url, transport: { rewrite: false } }
+    ]
+  })
+  const headers = bearer(tokenFor(app))
+  const away = await app.inject({ url: '/p/away', headers })
+  t.equal(away.headers.location, 'https://login.example/sso')
+  const mine = await app.inject({ url: '/p/x', headers })
+  t.equal(mine.headers.location, 'https://api.example.com/p/a/b')
+  t.equal(mine.headers['set-cookie'], 'k=v; Domain=api.example.com')
+  const raw = await app.inject({ url: '/raw/x', headers })
+  t.equal(raw.headers.location, `${upstream.url}/p/a/b`)
+  t.equal(raw.headers['set-cookie'], 'k=v; Domain=127.0.0.1')
+})

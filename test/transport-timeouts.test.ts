@@ -1,0 +1,132 @@
+import t from 'tap'
+import { request as httpRequest } from 'node:http'
+import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
+import { startUpstream } from './helpers/upstream.js'
+import { rawUpstream } from './helpers/faulty-upstream.js'
+
+interface Outcome { status: number, body: string, complete: boolean, error?: string }
+
+/** A real client request that reports whether the transfer completed or was cut. */
+function fetchRaw (url: string, headers: Record<string, string>): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const req = httpRequest(url, { headers, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('latin1')
+      res.on('data', (chunk: string) => { body += chunk })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, complete: res.complete }))
+      res.on('error', (err) => resolve({ status: res.statusCode ?? 0, body, complete: false, error: err.message }))
+      res.on('aborted', () => resolve({ status: res.statusCode ?? 0, body, complete: false, error: 'aborted' }))
+    })
+    req.on('error', (err) => resolve({ status: 0, body: '', complete: false, error: err.message }))
+    req.end()
+  })
+}
+
+t.test('hangs before headers: 504 after the response timeout, one attempt, upstream connection closed', async (t) => {
+  const upstream = await rawUpstream(t, () => {})
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { response: 200 } }] })
+  const res = await app.inject({ url: '/api/x', headers: bearer(tokenFor(app)) })
+  t.equal(res.statusCode, 504)
+  t.equal(res.json().code, 'FST_GATEHOUSE_UPSTREAM_TIMEOUT')
+  t.equal(upstream.connections(), 1)
+  // The upstream request is cancelled: its socket is closed by the gateway.
+  for (let i = 0; i < 50 && upstream.open() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(upstream.open(), 0, 'upstream socket closed')
+})
+
+for (const framing of ['content-length', 'chunked'] as const) {
+  t.test(`stalls mid-body (${framing}): the client transfer is cut, not completed short`, async (t) => {
+    const upstream = await rawUpstream(t, (socket) => {
+      const head = framing === 'chunked'
+        ? 'HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n'
+        : 'HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\nhello'
+      socket.write(head)
+    })
+    const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 200 } }], compress: false })
+    const base = await listen(app)
+    const started = Date.now()
+    const out = await fetchRaw(`${base}/api/x`, bearer(tokenFor(app)))
+    t.equal(out.status, 200, 'headers were already sent')
+    t.equal(out.complete, false, `transfer cut (${out.error ?? 'no error'})`)
+    t.ok(Date.now() - started >= 150, 'after the idle timeout')
+    t.equal(out.body, 'hello')
+    for (let i = 0; i < 50 && upstream.open() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    t.equal(upstream.open(), 0, 'upstream request cancelled')
+  })
+
+  t.test(`resets mid-body (${framing}): the client transfer is cut`, async (t) => {
+    const upstream = await rawUpstream(t, (socket) => {
+      const head = framing === 'chunked'
+        ? 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n'
+        : 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello'
+      socket.write(head, () => setTimeout(() => socket.resetAndDestroy(), 50))
+    })
+    const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], compress: false })
+    const base = await listen(app)
+    const out = await fetchRaw(`${base}/api/x`, bearer(tokenFor(app)))
+    t.equal(out.status, 200)
+    t.equal(out.complete, false, `transfer cut (${out.error ?? 'no error'})`)
+    t.equal(upstream.connections(), 1, 'no retry once the response started')
+  })
+}
+
+t.test('a slow but steady body within the idle timeout completes', async (t) => {
+  const upstream = await startUpstream((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    let n = 0
+    const timer = setInterval(() => {
+      res.write(`chunk${n}\n`)
+      if (++n === 4) {
+        clearInterval(timer)
+        res.end()
+      }
+    }, 60)
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 200 } }], compress: false })
+  const base = await listen(app)
+  const out = await fetchRaw(`${base}/api/x`, bearer(tokenFor(app)))
+  t.equal(out.complete, true)
+  t.equal(out.body, 'chunk0\nchunk1\nchunk2\nchunk3\n')
+})
+
+t.test('pool.connections bounds the upstream connections', async (t) => {
+  let concurrent = 0
+  let peak = 0
+  const upstream = await startUpstream((_req, res) => {
+    concurrent++
+    peak = Math.max(peak, concurrent)
+    setTimeout(() => {
+      concurrent--
+      res.writeHead(200, { 'content-length': 2 }).end('ok')
+    }, 30)
+  })
+  t.teardown(upstream.close)
+  let connections = 0
+  upstream.server.on('connection', () => { connections++ })
+  const app = await buildApp(t, {
+    targets: [{ prefix: '/api', upstream: upstream.url, transport: { pool: { connections: 2, keepAliveTimeout: 10_000 } } }]
+  })
+  const headers = bearer(tokenFor(app))
+  const results = await Promise.all(Array.from({ length: 8 }, (_, i) => app.inject({ url: `/api/${i}`, headers })))
+  t.same(results.map((r) => r.statusCode), Array(8).fill(200))
+  t.equal(peak, 2, 'never more than 2 requests at once upstream')
+  t.equal(connections, 2, 'connections are kept alive and reused')
+})
+
+t.test('invalid transport options fail at register', async (t) => {
+  const cases: Array<[unknown, RegExp]> = [
+    [{ pool: { connections: 0 } }, /transport\.pool\.connections/],
+    [{ retry: { methods: ['POST'] } }, /transport\.retry\.methods/],
+    [{ balance: 'random' }, /transport\.balance/],
+    [{ tls: { cert: 'x' } }, /transport\.tls\.key/],
+    [{ circuitBreaker: { failureRate: 2 } }, /circuitBreaker\.failureRate/],
+    [{ rewrite: { publicOrigin: 'https://x.example/path' } }, /rewrite\.publicOrigin/],
+    [{ activeHealth: { path: 'health' } }, /activeHealth\.path/]
+  ]
+  for (const [transport, message] of cases) {
+    await t.rejects(buildApp(t, { targets: [{ prefix: '/api', upstream: 'http://127.0.0.1:1', transport: transport as never }] }), { code: 'FST_GATEHOUSE_INVALID_OPTION', message })
+  }
+  await t.rejects(buildApp(t, { targets: [{ prefix: '/api', upstream: ['http://127.0.0.1:1/a', 'http://127.0.0.1:2/b'] }] }), { message: /upstream\[1\]/ })
+  await t.rejects(buildApp(t, { targets: [{ prefix: '/api', upstream: [] }] }), { code: 'FST_GATEHOUSE_INVALID_OPTION' })
+})
