@@ -1,0 +1,17 @@
+import type { ServerProcess } from './processes.js'
+
+export const CONTENDERS = ['direct', 'baseline', 'gatehouse'] as const
+export type ContenderName = typeof CONTENDERS[number]
+
+/** One way of reaching the upstream, as the load generator sees it. */
+export interface Contender {
+  name: ContenderName
+  /** Base URL the client calls. */
+  url: string
+  /** The process whose CPU time and memory are measured: the gateway, or the upstream for `direct`. */
+  measured: ServerProcess
+  /** Headers that authenticate a client. */
+  credentials: Record<string, string>
+  /** Credentials that must be refused, with a label each. */
+  refused: Array<{ label: string, headers: Record<string, string> }>
+}

@@ -1,0 +1,419 @@
+import { randomBytes } from 'node:crypto'
+import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { cpus, totalmem } from 'node:os'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { checkContender } from './checks.js'
+import { CONTENDERS } from './contender.js'
+import type { Contender, ContenderName } from './contender.js'
+import { downloadStream, uploadStream } from './http-client.js'
+import type { Transfer } from './http-client.js'
+import { chooseLoadGenerator } from './load.js'
+import type { LoadGenerator, LoadResult } from './load.js'
+import { choosePinning, killAllSync, pinProcess, ServerProcess, stopAll } from './processes.js'
+import type { Pinning } from './processes.js'
+import { formatProfile, readProfile } from './profile.js'
+import type { ProfileSummary } from './profile.js'
+import { evaluateTargets, loadTable, streamTable, targetsText } from './report.js'
+import type { LoadMeasurement, StreamMeasurement } from './report.js'
+import { catalogue, LARGE_BYTES, ROUTES, SMALL_BYTES } from './shared.js'
+import { signHs256 } from './token.js'
+
+const HERE = fileURLToPath(new URL('.', import.meta.url))
+const RESULTS_DIR = `${HERE}results`
+const MIB = 1024 * 1024
+const CONNECTIONS = 50
+// Full run: this long per scenario and contender, after this warm-up.
+const DEFAULT_DURATION_SEC = 10
+const DEFAULT_WARMUP_SEC = 3
+const QUICK_DURATION_SEC = 2
+const QUICK_WARMUP_SEC = 1
+const STREAM_BYTES = 1024 * MIB
+const QUICK_STREAM_BYTES = 64 * MIB
+// A transfer slower than this is a failure, which also bounds the run.
+const MIN_STREAM_MIB_PER_SEC = 8
+const RSS_SAMPLE_MS = 50
+const SETTLE_MS = 300
+
+interface LoadScenario { name: string, title: string, path: string, gzip: boolean }
+const LOAD_SCENARIOS: LoadScenario[] = [
+  { name: '2kb', title: '2 KB', path: ROUTES.small, gzip: false },
+  { name: '2kb-gzip', title: '2 KB gzip', path: ROUTES.small, gzip: true },
+  { name: '200kb-gzip', title: '200 KB gzip', path: ROUTES.large, gzip: true }
+]
+const STREAM_SCENARIOS = ['stream-up', 'stream-down'] as const
+const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS]
+
+const USAGE = `usage: npm run bench -- [options]
+  --quick              smoke run: ${QUICK_DURATION_SEC} s per scenario, ${QUICK_STREAM_BYTES / MIB} MiB streamed
+  --duration N         seconds per timed run (default ${DEFAULT_DURATION_SEC})
+  --warmup N           seconds of warm-up before each timed run (default ${DEFAULT_WARMUP_SEC})
+  --only a,b           scenarios: ${ALL_SCENARIOS.join(', ')}
+  --contenders a,b     contenders: ${CONTENDERS.join(', ')}
+  --rounds N           repeat everything N times, report the median run (default 1)
+  --stream-mib N       MiB per streamed transfer (default ${STREAM_BYTES / MIB})
+  --profile            run the gateways under node --cpu-prof and summarise the profiles`
+
+interface Options {
+  durationSec: number
+  warmupSec: number
+  scenarios: string[]
+  contenders: ContenderName[]
+  rounds: number
+  streamBytes: number
+  profile: boolean
+  quick: boolean
+}
+
+function positive (value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} expects a positive number, got "${value}"\n${USAGE}`)
+  return n
+}
+
+function list<T extends string> (value: string | undefined, allowed: readonly T[], flag: string): T[] {
+  if (value === undefined) return [...allowed]
+  const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  for (const name of names) {
+    if (!allowed.includes(name as T)) throw new Error(`${flag}: unknown "${name}", expected ${allowed.join(', ')}`)
+  }
+  return allowed.filter((name) => names.includes(name))
+}
+
+function parseOptions (argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      only: { type: 'string' },
+      contenders: { type: 'string' },
+      rounds: { type: 'string' },
+      'stream-mib': { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false }
+    }
+  })
+  if (values.help === true) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+  const quick = values.quick === true
+  return {
+    quick,
+    durationSec: Math.round(positive(values.duration, '--duration', quick ? QUICK_DURATION_SEC : DEFAULT_DURATION_SEC)),
+    warmupSec: Math.round(positive(values.warmup, '--warmup', quick ? QUICK_WARMUP_SEC : DEFAULT_WARMUP_SEC)),
+    scenarios: list(values.only, ALL_SCENARIOS, '--only'),
+    contenders: list(values.contenders, CONTENDERS, '--contenders'),
+    rounds: Math.round(positive(values.rounds, '--rounds', 1)),
+    streamBytes: Math.round(positive(values['stream-mib'], '--stream-mib', (quick ? QUICK_STREAM_BYTES : STREAM_BYTES) / MIB) * MIB),
+    profile: values.profile === true
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Longest a whole run may take: every loader and transfer is bounded, this bounds the rest. */
+function timeBudgetMs (opts: Options): number {
+  const loadRuns = opts.scenarios.filter((s) => !STREAM_SCENARIOS.includes(s as typeof STREAM_SCENARIOS[number])).length
+  const streamRuns = opts.scenarios.length - loadRuns
+  const perLoad = (opts.durationSec + opts.warmupSec) * 1000 + 25_000
+  const perStream = streamTimeoutMs(opts.streamBytes) + 5_000
+  return 120_000 + opts.rounds * opts.contenders.length * (loadRuns * perLoad + streamRuns * perStream)
+}
+
+function streamTimeoutMs (bytes: number): number {
+  return Math.max(30_000, 1000 * bytes / (MIN_STREAM_MIB_PER_SEC * MIB))
+}
+
+interface Fixture {
+  upstream: ServerProcess
+  apiKey: string
+  contenders: Contender[]
+}
+
+async function startFixture (opts: Options, pinning: Pinning | undefined, profileDir: string | undefined): Promise<Fixture> {
+  const apiKey = randomBytes(24).toString('hex')
+  const jwtSecret = randomBytes(32).toString('hex')
+  const cpu = pinning === undefined ? {} : { cpu: pinning.serverCpu }
+  const env = { ...process.env, BENCH_API_KEY: apiKey, BENCH_JWT_SECRET: jwtSecret }
+  const upstream = await ServerProcess.start('upstream', `${HERE}upstream.ts`, [], { env, ...cpu })
+
+  const token = signHs256({ sub: 'bench', role: 'reader' }, jwtSecret)
+  const gatewayRefused: Contender['refused'] = [
+    { label: 'a token signed with another secret', headers: { authorization: `Bearer ${signHs256({ sub: 'bench' }, randomBytes(32).toString('hex'))}` } },
+    { label: 'an expired token', headers: { authorization: `Bearer ${signHs256({ sub: 'bench' }, jwtSecret, -60)}` } },
+    { label: 'the API key instead of a token', headers: { 'x-api-key': apiKey } }
+  ]
+  const contenders: Contender[] = []
+  for (const name of opts.contenders) {
+    if (name === 'direct') {
+      contenders.push({
+        name,
+        url: upstream.url,
+        measured: upstream,
+        credentials: { 'x-api-key': apiKey },
+        refused: [{ label: 'a wrong API key', headers: { 'x-api-key': 'wrong' } }]
+      })
+      continue
+    }
+    const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}/${name}`]
+    const gateway = await ServerProcess.start(name, `${HERE}gateway.ts`, [name], { env: { ...env, BENCH_UPSTREAM: upstream.url }, nodeFlags, ...cpu })
+    contenders.push({ name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, refused: gatewayRefused })
+  }
+  return { upstream, apiKey, contenders }
+}
+
+async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
+  const spec = {
+    url: contender.url + scenario.path,
+    headers: { ...contender.credentials, ...(scenario.gzip ? { 'accept-encoding': 'gzip' } : {}) },
+    connections: CONNECTIONS,
+    ...(pinning === undefined ? {} : { cpu: pinning.loaderCpu })
+  }
+  const warmup = await loader.run({ ...spec, durationSec: opts.warmupSec })
+  await sleep(SETTLE_MS)
+  const [cpuBefore, upstreamBefore] = [await contender.measured.cpuMicros(), await fixture.upstream.cpuMicros()]
+  const result = await loader.run({ ...spec, durationSec: opts.durationSec })
+  const [cpuAfter, upstreamAfter] = [await contender.measured.cpuMicros(), await fixture.upstream.cpuMicros()]
+  const requests = Math.max(1, result.requests)
+  return {
+    warmup,
+    measurement: {
+      ...result,
+      scenario: scenario.name,
+      contender: contender.name,
+      cpuMicrosPerRequest: (cpuAfter - cpuBefore) / requests,
+      upstreamCpuMicrosPerRequest: (upstreamAfter - upstreamBefore) / requests
+    }
+  }
+}
+
+async function measureStream (contender: Contender, scenario: typeof STREAM_SCENARIOS[number], bytes: number): Promise<StreamMeasurement> {
+  const before = await contender.measured.rssBytes()
+  const cpuBefore = await contender.measured.cpuMicros()
+  let peak = before ?? 0
+  const sampler = setInterval(() => {
+    contender.measured.rssBytes().then((rss) => { if (rss !== undefined && rss > peak) peak = rss }, () => {})
+  }, RSS_SAMPLE_MS)
+  const timeout = streamTimeoutMs(bytes)
+  let transfer: Transfer | undefined
+  let note = ''
+  try {
+    transfer = scenario === 'stream-up'
+      ? await uploadStream(contender.url + ROUTES.upload, contender.credentials, bytes, timeout)
+      : await downloadStream(`${contender.url}${ROUTES.download}?bytes=${bytes}`, contender.credentials, timeout)
+  } catch (err) {
+    note = (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError' ? `over ${timeout / 1000} s` : (err as Error).message
+  } finally {
+    clearInterval(sampler)
+  }
+  const after = await contender.measured.rssBytes()
+  const cpuMicros = await contender.measured.cpuMicros() - cpuBefore
+  if (after !== undefined && after > peak) peak = after
+  let ok = transfer !== undefined && transfer.status === 200
+  if (transfer !== undefined && !ok) note = `status ${transfer.status}`
+  if (transfer !== undefined && ok) {
+    const received = scenario === 'stream-up' ? uploadedBytes(transfer.answer) : transfer.bytes
+    if (received !== bytes) {
+      ok = false
+      note = `${received ?? 'unknown'} bytes arrived, ${bytes} sent`
+    }
+  }
+  const ms = transfer?.ms ?? timeout
+  return {
+    scenario,
+    contender: contender.name,
+    bytes,
+    ms,
+    mibPerSec: ok ? bytes / MIB / (ms / 1000) : 0,
+    cpuMicrosPerMib: cpuMicros / (bytes / MIB),
+    rssBeforeBytes: before ?? null,
+    rssPeakBytes: before === undefined ? null : peak,
+    rssGrowthBytes: before === undefined ? null : peak - before,
+    ok,
+    note
+  }
+}
+
+/** The byte count the upload sink answered, or `undefined` for any other answer. */
+function uploadedBytes (answer: string): number | undefined {
+  try {
+    const bytes = (JSON.parse(answer) as { bytes?: unknown }).bytes
+    return typeof bytes === 'number' ? bytes : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The run whose value is the median (by `key`); rounds must not be averaged across noisy neighbours. */
+function median<T> (runs: T[], key: (run: T) => number): T {
+  return [...runs].sort((a, b) => key(a) - key(b))[Math.floor((runs.length - 1) / 2)] as T
+}
+
+function rotate<T> (items: T[], by: number): T[] {
+  const k = by % items.length
+  return [...items.slice(k), ...items.slice(0, k)]
+}
+
+/** The commit measured, marked `-dirty` when lib/ has uncommitted changes (they are measured too). */
+function gitCommit (): string | null {
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: HERE, encoding: 'utf8' })
+  if (head.status !== 0) return null
+  const dirty = spawnSync('git', ['status', '--porcelain', '--', '../lib'], { cwd: HERE, encoding: 'utf8' }).stdout.trim() !== ''
+  return head.stdout.trim() + (dirty ? '-dirty' : '')
+}
+
+async function main (): Promise<number> {
+  const opts = parseOptions(process.argv.slice(2))
+  const budget = timeBudgetMs(opts)
+  setTimeout(() => {
+    console.error(`\nrun exceeded its time budget of ${Math.round(budget / 1000)} s; stopping`)
+    stopAll(2_000).finally(() => process.exit(1))
+  }, budget).unref()
+
+  const { generator: loader, note: loaderNote } = chooseLoadGenerator()
+  const pinned = choosePinning()
+  const pinning = typeof pinned === 'string' ? undefined : pinned
+  if (pinning !== undefined) pinProcess(process.pid, pinning.loaderCpu)
+  const pinningNote = pinning === undefined
+    ? `not pinned: ${pinned as string}`
+    : `taskset: load generator and runner on CPU ${pinning.loaderCpu}; upstream and gateways on CPU ${pinning.serverCpu}`
+  const profileDir = opts.profile ? `${RESULTS_DIR}/profiles/${new Date().toISOString().replace(/[:.]/g, '-')}` : undefined
+
+  const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} CPUs, ${(totalmem() / 1024 ** 3).toFixed(1)} GiB RAM`
+  console.log(`fastify-gatehouse benchmark (${opts.quick ? 'quick' : 'full'}), node ${process.version}, ${machine}`)
+  console.log(`load: ${loaderNote}, ${CONNECTIONS} connections, ${opts.warmupSec} s warm-up + ${opts.durationSec} s per run, ${opts.rounds} round(s)`)
+  console.log(`cpu: ${pinningNote}`)
+  console.log(`scenarios: ${opts.scenarios.join(', ')}; contenders: ${opts.contenders.join(', ')}; streamed: ${opts.streamBytes / MIB} MiB each way`)
+  // Read once: the tree may move on while the run goes, the children loaded this one.
+  const commit = gitCommit()
+  console.log(`commit: ${commit ?? 'unknown'}\n`)
+
+  const fixture = await startFixture(opts, pinning, profileDir)
+  const expected = { small: catalogue(SMALL_BYTES), large: catalogue(LARGE_BYTES) }
+  const checks: Partial<Record<ContenderName, string[]>> = {}
+  const correct: Contender[] = []
+  for (const contender of fixture.contenders) {
+    const failures = await checkContender(contender, { upstream: fixture.upstream.url, apiKey: fixture.apiKey, expected })
+    checks[contender.name] = failures
+    console.log(`check ${contender.name}: ${failures.length === 0 ? 'ok' : `FAILED\n  ${failures.join('\n  ')}`}`)
+    if (failures.length === 0) correct.push(contender)
+  }
+  console.log()
+
+  const loadRuns: LoadMeasurement[] = []
+  const streamRuns: StreamMeasurement[] = []
+  const served = new Map<ContenderName, number>()
+  const loadScenarios = LOAD_SCENARIOS.filter((s) => opts.scenarios.includes(s.name))
+  const streamScenarios = STREAM_SCENARIOS.filter((s) => opts.scenarios.includes(s))
+  for (let round = 0; round < opts.rounds; round++) {
+    // Contenders take turns going first, so none always runs on a cold or hot machine.
+    const order = rotate(correct, round)
+    for (const scenario of loadScenarios) {
+      for (const contender of order) {
+        const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning)
+        served.set(contender.name, (served.get(contender.name) ?? 0) + warmup.requests + measurement.requests)
+        loadRuns.push(measurement)
+        console.log(`  ${scenario.name.padEnd(11)} ${contender.name.padEnd(9)} ${measurement.rps.toFixed(0).padStart(7)} req/s  p99 ${measurement.p99Ms.toFixed(2)} ms  ${measurement.cpuMicrosPerRequest.toFixed(0)} us CPU/req`)
+        await sleep(SETTLE_MS)
+      }
+    }
+    for (const scenario of streamScenarios) {
+      for (const contender of order) {
+        const measurement = await measureStream(contender, scenario, opts.streamBytes)
+        streamRuns.push(measurement)
+        console.log(`  ${scenario.padEnd(11)} ${contender.name.padEnd(9)} ${measurement.ok ? `${measurement.mibPerSec.toFixed(0).padStart(7)} MiB/s` : `failed: ${measurement.note}`}  RSS +${((measurement.rssGrowthBytes ?? 0) / MIB).toFixed(1)} MiB`)
+        await sleep(SETTLE_MS)
+      }
+    }
+  }
+
+  const load: LoadMeasurement[] = []
+  for (const scenario of loadScenarios) {
+    for (const contender of correct) {
+      const runs = loadRuns.filter((m) => m.scenario === scenario.name && m.contender === contender.name)
+      if (runs.length > 0) load.push(median(runs, (m) => m.rps))
+    }
+  }
+  const stream: StreamMeasurement[] = []
+  for (const scenario of streamScenarios) {
+    for (const contender of correct) {
+      const runs = streamRuns.filter((m) => m.scenario === scenario && m.contender === contender.name)
+      if (runs.length > 0) stream.push(median(runs, (m) => m.mibPerSec))
+    }
+  }
+  const targets = evaluateTargets(load, stream, streamRuns)
+  const titles = Object.fromEntries(LOAD_SCENARIOS.map((s) => [s.name, s.title]))
+
+  console.log()
+  if (load.length > 0) {
+    console.log(loadTable(load, titles))
+    console.log('(direct: the load generator calls the upstream itself, which never compresses; CPU for direct is the upstream\'s)\n')
+  }
+  if (stream.length > 0) console.log(`${streamTable(stream)}\n`)
+  if (targets.length > 0) console.log(`targets (issue 6):\n${targetsText(targets)}\n`)
+
+  await stopAll()
+  let profiles: Record<string, ProfileSummary> | undefined
+  if (profileDir !== undefined) {
+    profiles = {}
+    for (const contender of correct) {
+      if (contender.name === 'direct') continue
+      const dir = `${profileDir}/${contender.name}`
+      // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread
+      // (the others are loader-hook workers).
+      const files = (await readdir(dir).catch(() => [])).filter((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f))
+      if (files[0] === undefined) {
+        console.log(`no profile written for ${contender.name} in ${dir}`)
+        continue
+      }
+      const summary = await readProfile(`${dir}/${files[0]}`)
+      profiles[contender.name] = summary
+      const requests = served.get(contender.name)
+      console.log(formatProfile(`profile ${contender.name} (${dir}/${files[0]})`, summary, requests === undefined ? {} : { requests }), '\n')
+    }
+  }
+
+  const report = {
+    date: new Date().toISOString(),
+    commit,
+    node: process.version,
+    machine,
+    loadGenerator: loader.name,
+    pinning: pinningNote,
+    options: { ...opts, connections: CONNECTIONS },
+    checks,
+    load,
+    stream,
+    rounds: { load: loadRuns, stream: streamRuns },
+    targets,
+    ...(profiles === undefined ? {} : { profiles: Object.fromEntries(Object.entries(profiles).map(([name, p]) => [name, { ...p, functions: p.functions.slice(0, 50) }])) })
+  }
+  await mkdir(RESULTS_DIR, { recursive: true })
+  await writeFile(`${RESULTS_DIR}/latest.json`, JSON.stringify(report, null, 2) + '\n')
+  console.log(`results written to ${RESULTS_DIR}/latest.json`)
+  return Object.values(checks).some((failures) => failures.length > 0) ? 1 : 0
+}
+
+let interrupted = false
+process.on('exit', killAllSync)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = true
+    console.error(`\n${signal}: stopping every process started`)
+    stopAll(2_000).finally(() => process.exit(130))
+  })
+}
+main().then(
+  async (code) => { await stopAll(); process.exitCode = code },
+  async (err: unknown) => {
+    // After a signal, a loader killed mid-run is expected, not news.
+    if (!interrupted) console.error(err instanceof Error ? err.message : err)
+    await stopAll()
+    process.exitCode = 1
+  }
+)
