@@ -112,7 +112,8 @@ export class ServerProcess {
   /** Starts a TypeScript entry with tsx and waits for its `ready` message. */
   static async start (name: string, script: string, args: string[], opts: { cpu?: number, env: NodeJS.ProcessEnv, nodeFlags?: string[] }): Promise<ServerProcess> {
     const tsx = import.meta.resolve('tsx')
-    const nodeArgs = ['--conditions=fastify-gatehouse-source', '--import', tsx, ...(opts.nodeFlags ?? []), script, ...args]
+    // No source condition: the gateway runs the built package (dist/), as users get it.
+    const nodeArgs = ['--import', tsx, ...(opts.nodeFlags ?? []), script, ...args]
     const child = spawnTracked(process.execPath, nodeArgs, {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: opts.env,

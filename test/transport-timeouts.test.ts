@@ -39,7 +39,7 @@ for (const framing of ['content-length', 'chunked'] as const) {
     const upstream = await rawUpstream(t, (socket) => {
       const head = framing === 'chunked'
         ? 'HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n'
-        : 'HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\nhello'
+        : 'HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\nhello'
       socket.write(head)
     })
     const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 200 } }], compress: false })
@@ -58,7 +58,7 @@ for (const framing of ['content-length', 'chunked'] as const) {
     const upstream = await rawUpstream(t, (socket) => {
       const head = framing === 'chunked'
         ? 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n'
-        : 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello'
+        : 'HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nhello'
       socket.write(head, () => setTimeout(() => socket.resetAndDestroy(), 50))
     })
     const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], compress: false })
@@ -69,6 +69,31 @@ for (const framing of ['content-length', 'chunked'] as const) {
     t.equal(upstream.connections(), 1, 'no retry once the response started')
   })
 }
+
+// Bodies of up to 16 KiB with a known length are read whole before the
+// response starts, so a stall or reset there is a clean gateway error.
+t.test('a small body that stalls mid-way gives 504 before anything was sent', async (t) => {
+  const upstream = await rawUpstream(t, (socket) => {
+    socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"a":')
+  })
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 200 } }], compress: false })
+  const base = await listen(app)
+  const out = await fetchRaw(`${base}/api/x`, bearer(tokenFor(app)))
+  t.equal(out.status, 504)
+  t.equal(out.complete, true)
+  t.match(JSON.parse(out.body), { statusCode: 504, code: 'FST_GATEHOUSE_UPSTREAM_TIMEOUT' })
+})
+
+t.test('a small body reset mid-way gives 502 before anything was sent', async (t) => {
+  const upstream = await rawUpstream(t, (socket) => {
+    socket.write('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello', () => setTimeout(() => socket.resetAndDestroy(), 50))
+  })
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], compress: false })
+  const base = await listen(app)
+  const out = await fetchRaw(`${base}/api/x`, bearer(tokenFor(app)))
+  t.equal(out.status, 502)
+  t.match(JSON.parse(out.body), { statusCode: 502, code: 'FST_GATEHOUSE_UPSTREAM_UNAVAILABLE' })
+})
 
 t.test('a slow but steady body within the idle timeout completes', async (t) => {
   const upstream = await startUpstream((_req, res) => {

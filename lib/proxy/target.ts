@@ -18,7 +18,7 @@ import { websocketRoute } from '../ws/upgrade.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
 const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
-// Upstream bodies up to this size, with a known length, are compressed in one go.
+// Upstream bodies up to this size, with a known length, are read whole: one write, one compress call.
 const SMALL_BODY_BYTES = 16 * 1024
 
 type ReplyFromOptions = NonNullable<Parameters<FastifyReply['from']>[1]>
@@ -60,7 +60,6 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const injected = target.credentials.kind === 'static' ? target.credentials.headers : undefined
     const strip = new Set(injected === undefined ? [] : Object.keys(injected))
     const run = compose(target.middleware)
-    const compressing = scope.hasPlugin('@fastify/compress')
 
     async function credentialHeaders (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
       const credentials = target.credentials
@@ -144,7 +143,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       if (reply.sent) return reply
       if (ctx.response === undefined) throw new NoResponseError()
       ctx.releaseAfter(reply)
-      return send(reply, ctx.response, compressing)
+      return send(reply, ctx.response)
     }
 
     const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
@@ -165,7 +164,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       return
     }
     // @fastify/websocket takes a wsHandler on a GET route only: GET carries both.
-    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: (reply, response) => send(reply, response, compressing) })
+    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: send })
     const otherMethods = METHODS.filter((method) => method !== 'GET')
     for (const url of ['/', '/*']) {
       scope.route({ ...routeOptions, url, method: otherMethods })
@@ -182,33 +181,31 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
   }
 }
 
-function wantsEncoding (request: FastifyRequest): boolean {
-  const accept = request.headers['accept-encoding']
-  return accept !== undefined && accept !== '' && accept !== 'identity'
-}
-
 /** Reads a whole upstream body; a transport failure becomes a gateway error. */
-async function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  try {
-    for await (const chunk of stream) chunks.push(chunk as Buffer)
-  } catch (err) {
-    throw upstreamError(err)
-  }
-  return chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks)
+function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+    stream.once('end', () => resolve(chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks)))
+    stream.once('error', (err) => {
+      // Make sure the upstream connection goes too: a half-read response cannot be reused.
+      (stream as NodeJS.ReadableStream & { destroy: () => void }).destroy()
+      reject(upstreamError(err))
+    })
+  })
 }
 
-async function send (reply: FastifyReply, response: ProxyResponse, compressing: boolean): Promise<FastifyReply> {
+async function send (reply: FastifyReply, response: ProxyResponse): Promise<FastifyReply> {
   const { status, headers } = response
   let body = response instanceof GatewayResponse ? await response.wireBody() : response.body
   if (status === 204 || status === 304) {
     // No body may follow; let the upstream stream end so its socket is reused.
     if (isStream(body)) body.resume()
     body = null
-  } else if (compressing && isStream(body) && headers['content-encoding'] === undefined &&
-      reply.request.method !== 'HEAD' && wantsEncoding(reply.request)) {
-    // A small body of known length is cheaper to compress in one synchronous
-    // call than through a stream pipeline; large or unknown ones keep streaming.
+  } else if (isStream(body) && reply.request.method !== 'HEAD') {
+    // A small body of known length is cheaper to send in one write with the
+    // headers, and to compress in one synchronous call, than through a stream
+    // pipeline; large or unknown-length ones keep streaming.
     const length = Number(headers['content-length'])
     if (length > 0 && length <= SMALL_BODY_BYTES) body = await readBody(body)
   }

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events'
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
@@ -42,17 +43,30 @@ export function bindReply (headers: HeaderMap, reply: FastifyReply): HeaderMap {
   return headers
 }
 
-/** Aborts when the client's connection closes before its response was sent. */
-function clientGone (reply: FastifyReply | undefined): AbortSignal | undefined {
-  if (reply === undefined) return undefined
-  const controller = new AbortController()
-  const raw = reply.raw
-  const onClose = (): void => {
-    if (!raw.writableFinished) controller.abort()
+/**
+ * Emits 'abort' when the client's connection closes before its response was
+ * sent. undici takes any EventEmitter with `aborted` as a signal; this one
+ * costs a fraction of an AbortController, which matters once per request.
+ */
+export class ClientGone extends EventEmitter {
+  aborted = false
+  reason: Error | undefined = undefined
+
+  constructor (raw: FastifyReply['raw']) {
+    super()
+    const onClose = (): void => {
+      if (raw.writableFinished || this.aborted) return
+      this.aborted = true
+      this.reason = new Error('client gone')
+      this.emit('abort')
+    }
+    if (raw.destroyed) onClose()
+    else raw.once('close', onClose)
   }
-  if (raw.destroyed) onClose()
-  else raw.once('close', onClose)
-  return controller.signal
+}
+
+function clientGone (reply: FastifyReply | undefined): ClientGone | undefined {
+  return reply === undefined ? undefined : new ClientGone(reply.raw)
 }
 
 function setRetryAfter (reply: FastifyReply | undefined, ms: number): void {
@@ -136,7 +150,7 @@ export class TargetTransport implements UpstreamDispatcher {
           method: opts.method as Dispatcher.HttpMethod,
           headers: { ...headers, host: node.host } as Record<string, string>,
           body: opts.body as Dispatcher.DispatchOptions['body'],
-          signal
+          signal: signal as unknown as Dispatcher.RequestOptions['signal']
         })
       } catch (err) {
         node.inFlight--

@@ -41,16 +41,23 @@ export function parseRetryAfter (value: string | string[] | undefined, now = Dat
   return Number.isNaN(date) ? undefined : Math.max(0, date - now)
 }
 
+/** What `sleep` can be woken by: an AbortSignal-like emitter of 'abort'. */
+export interface AbortEmitter {
+  readonly aborted: boolean
+  once: (event: 'abort', listener: () => void) => unknown
+  removeListener: (event: 'abort', listener: () => void) => unknown
+}
+
 /** Resolves after `ms`, or at once when `signal` aborts. */
-export function sleep (ms: number, signal: AbortSignal | undefined): Promise<void> {
+export function sleep (ms: number, signal: AbortEmitter | undefined): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted === true) return resolve()
     const timer = setTimeout(done, ms)
     function done (): void {
       clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
+      signal?.removeListener('abort', done)
       resolve()
     }
-    signal?.addEventListener('abort', done, { once: true })
+    signal?.once('abort', done)
   })
 }
