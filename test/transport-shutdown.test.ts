@@ -1,5 +1,7 @@
 import t from 'tap'
+import { connect } from 'node:net'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
+import type { RawResponse } from './helpers/raw-request.js'
 import { startUpstream } from './helpers/upstream.js'
 
 t.test('close() lets in-flight requests finish, refuses new connections, then closes', async (t) => {
@@ -48,4 +50,116 @@ t.test('the drain deadline cuts a long stream', async (t) => {
   const elapsed = Date.now() - started
   t.ok(elapsed >= 150 && elapsed < 3000, `closed after the deadline (${elapsed} ms)`)
   await t.rejects(reader?.read() ?? Promise.reject(new Error('no body')), 'the stream was cut')
+})
+
+/** A raw HTTP/1.1 keep-alive connection: writes requests as given, reads responses in order. */
+interface RawConnection {
+  write: (request: string) => void
+  /** The next full response on the connection (Content-Length bodies, as the gateway's are here). */
+  next: () => Promise<RawResponse>
+  closed: Promise<void>
+  destroy: () => void
+}
+
+function rawConnection (base: string): Promise<RawConnection> {
+  const port = Number(new URL(base).port)
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1')
+    let buffered = Buffer.alloc(0)
+    let waiting: (() => void) | undefined
+    let ended = false
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+    socket.on('data', (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk])
+      waiting?.()
+    })
+    socket.on('end', () => {
+      ended = true
+      waiting?.()
+    })
+    socket.on('error', () => {})
+    const parse = (): RawResponse | undefined => {
+      const split = buffered.indexOf('\r\n\r\n')
+      if (split === -1) return undefined
+      const head = buffered.subarray(0, split).toString('latin1').split('\r\n')
+      const headers: Record<string, string> = {}
+      for (const line of head.slice(1)) {
+        const colon = line.indexOf(':')
+        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
+      }
+      const length = Number(headers['content-length'] ?? 0)
+      if (buffered.length < split + 4 + length) return undefined
+      const body = buffered.subarray(split + 4, split + 4 + length).toString('utf8')
+      buffered = buffered.subarray(split + 4 + length)
+      return { status: Number(head[0]?.split(' ')[1]), headers, body }
+    }
+    const next = (): Promise<RawResponse> => new Promise((resolve, reject) => {
+      const attempt = (): void => {
+        const res = parse()
+        if (res !== undefined) {
+          waiting = undefined
+          resolve(res)
+        } else if (ended) {
+          waiting = undefined
+          reject(new Error(`connection ended before a full response (${buffered.length} bytes left)`))
+        } else {
+          waiting = attempt
+        }
+      }
+      attempt()
+    })
+    socket.once('connect', () => resolve({ write: (request) => socket.write(request, 'latin1'), next, closed, destroy: () => socket.destroy() }))
+    socket.once('error', reject)
+  })
+}
+
+function get (path: string, base: string, token: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: ${new URL(base).host}\r\nAuthorization: Bearer ${token}\r\n\r\n`
+}
+
+async function until (check: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 5))
+  if (!check()) throw new Error('condition not reached')
+}
+
+t.test('a request arriving on an open connection during the drain gets 503 FST_GATEHOUSE_SHUTTING_DOWN', async (t) => {
+  const upstream = await startUpstream((req, res) => {
+    const wait = req.url?.includes('slow') === true ? 300 : 0
+    setTimeout(() => res.writeHead(200, { 'content-length': 4 }).end('done'), wait)
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, {
+    targets: [{ prefix: '/api', upstream: upstream.url }],
+    server: { return503OnClosing: false }
+  })
+  const base = await listen(app)
+  const token = tokenFor(app)
+  const conn = await rawConnection(base)
+  t.teardown(conn.destroy)
+
+  // A: in flight at the upstream when close() starts.
+  conn.write(get('/api/slow', base, token))
+  await until(() => upstream.seen.length === 1)
+  const closing = app.close()
+  let closed = false
+  void closing.then(() => { closed = true })
+  // The drain (preClose) has started once it closed the listener; then B
+  // arrives on the busy keep-alive connection, pipelined behind A. (Written
+  // before close(), B would be parsed and proxied at once: Node's HTTP
+  // server emits pipelined requests without waiting for earlier responses.)
+  await until(() => !app.server.listening)
+  t.equal(closed, false, 'still draining when B arrives')
+  conn.write(get('/api/late?x=1', base, token))
+
+  const a = await conn.next()
+  t.equal(a.status, 200, 'A completed')
+  t.equal(a.body, 'done')
+  const b = await conn.next()
+  t.equal(b.status, 503, 'B refused')
+  t.match(JSON.parse(b.body), { statusCode: 503, code: 'FST_GATEHOUSE_SHUTTING_DOWN', error: 'Service Unavailable', message: 'The gateway is shutting down' })
+  t.equal(b.headers.connection, 'close')
+  t.equal(b.headers['retry-after'], '1')
+  await conn.closed
+  await closing
+  t.same(upstream.seen.map((r) => r.url), ['/api/slow'], 'the upstream never saw B')
 })

@@ -76,11 +76,11 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       if (ctx.response !== undefined) return
       const outgoing = ctx.request
       assertInsideBase(target, outgoing.path)
-      // The caller's copies were dropped; these go on the wire only, so no
-      // middleware sees (or logs) the target's secrets.
-      // Host is set by the dispatcher, for the upstream it picks.
-      // A body a middleware read or replaced goes as bytes; this fixes its length.
+      // A body a middleware read or replaced goes as bytes, with its length fixed.
       const payload = await requestPayload(outgoing)
+      // The caller's copies of the credentials were dropped; the target's go
+      // on the wire only, so no middleware sees (or logs) them. Host is set by
+      // the dispatcher, for the upstream it picks.
       const headers: HeaderMap = bindReply({ ...outgoing.headers, ...await credentialHeaders(ctx) }, ctx.fastifyReply)
       const reply = ctx.fastifyReply
 
@@ -187,11 +187,7 @@ function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
     const chunks: Buffer[] = []
     stream.on('data', (chunk: Buffer) => chunks.push(chunk))
     stream.once('end', () => resolve(chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks)))
-    stream.once('error', (err) => {
-      // Make sure the upstream connection goes too: a half-read response cannot be reused.
-      (stream as NodeJS.ReadableStream & { destroy: () => void }).destroy()
-      reject(upstreamError(err))
-    })
+    stream.once('error', (err) => reject(upstreamError(err)))
   })
 }
 
