@@ -1,61 +1,16 @@
 import t from 'tap'
 import type { Test } from 'tap'
-import { connect } from 'node:net'
 import { buildApp, listen, tokenFor } from './helpers/app.js'
 import type { TargetOptions } from '../lib/index.js'
 import { startUpstream } from './helpers/upstream.js'
 import type { Upstream } from './helpers/upstream.js'
+import { rawGet } from './helpers/raw-request.js'
+import type { RawResponse } from './helpers/raw-request.js'
 
 /*
  * app.inject and most clients normalise URLs, so every request here is written
  * by hand on a socket: the gateway sees the path exactly as an attacker sends it.
  */
-
-interface RawResponse { status: number, headers: Record<string, string>, body: string }
-
-function decodeChunked (raw: Buffer): Buffer {
-  const out: Buffer[] = []
-  let at = 0
-  for (;;) {
-    const eol = raw.indexOf('\r\n', at)
-    if (eol === -1) throw new Error('truncated chunked body')
-    const size = parseInt(raw.subarray(at, eol).toString('latin1'), 16)
-    if (size === 0) return Buffer.concat(out)
-    out.push(raw.subarray(eol + 2, eol + 2 + size))
-    at = eol + 2 + size + 2
-  }
-}
-
-/**
- * Sends `GET <path> HTTP/1.1` as written and reads the whole response. The
- * socket is not half-closed (Node aborts a request whose client sent FIN);
- * `Connection: close` makes the gateway end it.
- */
-function rawGet (port: number, path: string, headers: Record<string, string> = {}): Promise<RawResponse> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1')
-    const chunks: Buffer[] = []
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
-    socket.on('error', reject)
-    socket.on('end', () => {
-      const raw = Buffer.concat(chunks)
-      const split = raw.indexOf('\r\n\r\n')
-      const head = raw.subarray(0, split).toString('latin1').split('\r\n')
-      const status = Number(head[0]?.split(' ')[1])
-      const parsed: Record<string, string> = {}
-      for (const line of head.slice(1)) {
-        const colon = line.indexOf(':')
-        parsed[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
-      }
-      const rest = raw.subarray(split + 4)
-      const body = parsed['transfer-encoding'] === 'chunked' ? decodeChunked(rest) : rest
-      resolve({ status, headers: parsed, body: body.toString('utf8') })
-    })
-    const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Connection: close']
-    for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`)
-    socket.write(lines.join('\r\n') + '\r\n\r\n', 'latin1')
-  })
-}
 
 async function gateway (t: Test, target: Partial<TargetOptions> = {}): Promise<{ upstream: Upstream, port: number, auth: Record<string, string> }> {
   const upstream = await startUpstream()
@@ -113,7 +68,7 @@ const ATTACKS: Array<[string, string]> = [
 for (const [name, path] of ATTACKS) {
   t.test(`${name} (${path}) gives 400 with zero upstream requests`, async (t) => {
     const { upstream, port, auth } = await gateway(t)
-    const res = await rawGet(port, path, auth)
+    const res = await rawGet(`http://127.0.0.1:${port}`, path, auth)
     assertRefused(t, res, upstream)
   })
 }
@@ -121,20 +76,20 @@ for (const [name, path] of ATTACKS) {
 t.test('a backslash right after the prefix never reaches the target', async (t) => {
   // `/api\\..\\admin` is not under `/api/`: the host app answers it, the target never sees it.
   const { upstream, port, auth } = await gateway(t)
-  const res = await rawGet(port, '/api\\..\\admin', auth)
+  const res = await rawGet(`http://127.0.0.1:${port}`, '/api\\..\\admin', auth)
   t.ok(res.status >= 400 && res.status < 500, `refused (${res.status})`)
   t.equal(upstream.seen.length, 0)
 })
 
 t.test('a traversal without a token is refused as a path, before the token check', async (t) => {
   const { upstream, port } = await gateway(t)
-  const res = await rawGet(port, '/api/%2e%2e/admin')
+  const res = await rawGet(`http://127.0.0.1:${port}`, '/api/%2e%2e/admin')
   assertRefused(t, res, upstream)
 })
 
 t.test('a traversal on a public target is refused', async (t) => {
   const { upstream, port } = await gateway(t, { public: true })
-  const res = await rawGet(port, '/api/../admin')
+  const res = await rawGet(`http://127.0.0.1:${port}`, '/api/../admin')
   assertRefused(t, res, upstream)
 })
 
@@ -145,7 +100,7 @@ t.test('a traversal across params of the prefix is refused', async (t) => {
   const port = Number(new URL(await listen(app)).port)
   const auth = { Authorization: `Bearer ${tokenFor(app, { sub: 'WAL001' })}` }
   for (const path of ['/shops/WAL001/tx/../../BBY001/tx', '/shops/WAL001/tx/%2e%2e/%2e%2e/BBY001/tx', '/shops/WAL001/tx/..%2f..%2fBBY001%2ftx']) {
-    assertRefused(t, await rawGet(port, path, auth), upstream)
+    assertRefused(t, await rawGet(`http://127.0.0.1:${port}`, path, auth), upstream)
   }
 })
 
@@ -155,13 +110,13 @@ t.test('a traversal in the param itself is refused', async (t) => {
   const app = await buildApp(t, { targets: [{ prefix: '/shops/:shopId/tx', upstream: upstream.url, rewritePrefix: '/v1/:shopId' }] })
   const port = Number(new URL(await listen(app)).port)
   const auth = { Authorization: `Bearer ${tokenFor(app)}` }
-  assertRefused(t, await rawGet(port, '/shops/%2e%2e/tx/x', auth), upstream)
-  assertRefused(t, await rawGet(port, '/shops/a%2fb/tx/x', auth), upstream)
+  assertRefused(t, await rawGet(`http://127.0.0.1:${port}`, '/shops/%2e%2e/tx/x', auth), upstream)
+  assertRefused(t, await rawGet(`http://127.0.0.1:${port}`, '/shops/a%2fb/tx/x', auth), upstream)
 })
 
 t.test('a traversal that a rewritePrefix would hide is still refused', async (t) => {
   const { upstream, port, auth } = await gateway(t, { rewritePrefix: '/v2' })
-  assertRefused(t, await rawGet(port, '/api/../../etc/passwd', auth), upstream)
+  assertRefused(t, await rawGet(`http://127.0.0.1:${port}`, '/api/../../etc/passwd', auth), upstream)
 })
 
 const LEGIT: Array<[string, string, string]> = [
@@ -174,7 +129,7 @@ const LEGIT: Array<[string, string, string]> = [
 for (const [name, path, expected] of LEGIT) {
   t.test(`a legit path with ${name} passes unchanged`, async (t) => {
     const { upstream, port, auth } = await gateway(t)
-    const res = await rawGet(port, path, auth)
+    const res = await rawGet(`http://127.0.0.1:${port}`, path, auth)
     t.equal(res.status, 200)
     t.equal(upstream.seen.length, 1)
     t.equal(upstream.seen[0]?.url, expected)
@@ -186,7 +141,7 @@ t.test('a legit path under a base path and a rewritten prefix passes', async (t)
   t.teardown(upstream.close)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: `${upstream.url}/base`, rewritePrefix: '/v2' }] })
   const port = Number(new URL(await listen(app)).port)
-  const res = await rawGet(port, '/api/a.b/%20x', { Authorization: `Bearer ${tokenFor(app)}` })
+  const res = await rawGet(`http://127.0.0.1:${port}`, '/api/a.b/%20x', { Authorization: `Bearer ${tokenFor(app)}` })
   t.equal(res.status, 200)
   t.equal(upstream.seen[0]?.url, '/base/v2/a.b/%20x')
 })

@@ -11,7 +11,7 @@ import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, RequestC
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
 import { applyRewrite } from './rewrite.js'
-import { upstreamError } from './upstream-errors.js'
+import { errorCode, upstreamError } from './upstream-errors.js'
 import { bindReply, createDispatcher, transportError } from '../transport/dispatcher.js'
 import { rewriteResponseHeaders } from '../transport/rewrite-headers.js'
 import { websocketRoute } from '../ws/upgrade.js'
@@ -38,9 +38,9 @@ const guardPath: onRequestHookHandler = function guardPath (request, _reply, don
   done(isSafePath(splitUrl(request.url).path) ? undefined : new PathTraversalError())
 }
 
-function safeErrorLog (err: Error & { code?: unknown, cause?: { code?: unknown } }): Record<string, unknown> {
+function safeErrorLog (err: Error): Record<string, unknown> {
   // Transport errors name internal hosts and ports: log their kind only.
-  return { type: err.name, code: err.code ?? err.cause?.code }
+  return { type: err.name, code: errorCode(err) }
 }
 
 /**

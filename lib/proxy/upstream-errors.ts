@@ -7,6 +7,21 @@ const TIMEOUT_CODES = new Set([
 
 interface CodedError { code?: unknown, name?: unknown, cause?: unknown }
 
+// reply-from wraps undici's error, which may wrap the socket's: a few levels.
+const MAX_CAUSE_DEPTH = 4
+
+/** An error and its causes, outermost first. */
+export function * causeChain (err: unknown): Generator<CodedError> {
+  let e = err as CodedError | undefined
+  for (let depth = 0; e != null && depth < MAX_CAUSE_DEPTH; depth++, e = e.cause as CodedError | undefined) yield e
+}
+
+/** The first string `code` along an error's causes. */
+export function errorCode (err: unknown): string | undefined {
+  for (const e of causeChain(err)) if (typeof e.code === 'string') return e.code
+  return undefined
+}
+
 // Signs of a response that is not valid HTTP. undici's parser errors carry no
 // code (it looks the code up by number in a table keyed by name), only a name.
 const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'UND_ERR_INFO', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'ERR_ASSERTION'])
@@ -17,8 +32,7 @@ const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'UND_ERR_INFO'
  */
 export function upstreamError (err: unknown): Error {
   let badResponse = false
-  // reply-from wraps undici's error, which may wrap the socket's.
-  for (let e = err as CodedError | undefined, depth = 0; e != null && depth < 4; e = e.cause as CodedError | undefined, depth++) {
+  for (const e of causeChain(err)) {
     const code = typeof e.code === 'string' ? e.code : ''
     if (TIMEOUT_CODES.has(code)) return new UpstreamTimeoutError({ cause: err })
     if (BAD_RESPONSE_CODES.has(code) || code.startsWith('HPE_') || e.name === 'HTTPParserError') badResponse = true

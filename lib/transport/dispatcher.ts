@@ -12,6 +12,7 @@ import { HealthChecker } from './health.js'
 import { idleInterceptor } from './idle.js'
 import { backoff, bodyUntouched, isRetryableError, parseRetryAfter, sleep } from './retry.js'
 import { closeOnDrain } from './shutdown.js'
+import { causeChain, errorCode } from '../proxy/upstream-errors.js'
 import { connectOptions } from './tls.js'
 
 // Upstream statuses that count as a failure for passive health and the breaker.
@@ -223,15 +224,8 @@ function noop (): void {}
  * for other failures.
  */
 export function transportError (err: unknown): Error | undefined {
-  for (let e = err as { cause?: unknown } | undefined, depth = 0; e != null && depth < 4; e = e.cause as typeof e, depth++) {
+  for (const e of causeChain(err)) {
     if (e instanceof NoHealthyUpstreamError || e instanceof CircuitOpenError || e instanceof ShuttingDownError) return e as Error
-  }
-  return undefined
-}
-
-function errorCode (err: unknown): string | undefined {
-  for (let e = err as { code?: unknown, cause?: unknown } | undefined, depth = 0; e != null && depth < 4; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'string') return e.code
   }
   return undefined
 }

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream'
+import { causeChain } from '../proxy/upstream-errors.js'
 import type { ResolvedTransport } from './options.js'
 
 // Failures before any response: the request may or may not have reached the
@@ -10,7 +11,7 @@ const RETRYABLE_CODES = new Set([
 
 /** True for connection-level failures worth another attempt. */
 export function isRetryableError (err: unknown): boolean {
-  for (let e = err as { code?: unknown, cause?: unknown } | undefined, depth = 0; e != null && depth < 4; e = e.cause as typeof e, depth++) {
+  for (const e of causeChain(err)) {
     if (typeof e.code === 'string' && RETRYABLE_CODES.has(e.code)) return true
   }
   return false
