@@ -2,15 +2,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods, onRequ
 import replyFrom from '@fastify/reply-from'
 import type { TokenService } from '../auth/token.js'
 import { requireToken } from '../auth/token.js'
-import { enforceRules } from '../auth/rules.js'
-import { ForbiddenError, NoResponseError, PathTraversalError } from '../errors.js'
+import { NoResponseError, PathTraversalError } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
 import { compose } from './compose.js'
-import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, RequestContext, requestPayload } from './context.js'
+import { admit } from './admit.js'
+import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, requestPayload } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
-import { applyRewrite } from './rewrite.js'
 import { errorCode, upstreamError } from './upstream-errors.js'
 import { bindReply, createDispatcher, transportError } from '../transport/dispatcher.js'
 import { rewriteResponseHeaders } from '../transport/rewrite-headers.js'
@@ -128,10 +127,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
         query,
         headers: outgoingHeaders(request, strip)
       }
-      const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply, target.maxBufferedBody)
-      enforceRules(target.rules, ctx)
-      await applyRewrite(target, ctx)
-      if (target.authorize !== undefined && await target.authorize(ctx) !== true) throw new ForbiddenError()
+      const ctx = await admit(target, info, outgoing, request, reply)
 
       try {
         await run(ctx, callUpstream)

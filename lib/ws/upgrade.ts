@@ -4,13 +4,11 @@ import { WebSocket } from 'ws'
 import type { TokenService } from '../auth/token.js'
 import { bearerToken, requireToken } from '../auth/token.js'
 import {
-  ForbiddenError, NoResponseError, OriginNotAllowedError, TokenInvalidError, UpstreamBadResponseError, UpstreamTimeoutError
+  NoResponseError, OriginNotAllowedError, TokenInvalidError, UpstreamBadResponseError, UpstreamTimeoutError
 } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
 import type { Composed } from '../proxy/compose.js'
-import { RequestContext } from '../proxy/context.js'
-import { enforceRules } from '../auth/rules.js'
-import { applyRewrite } from '../proxy/rewrite.js'
+import { admit } from '../proxy/admit.js'
 import { outgoingHeaders } from '../proxy/headers.js'
 import { assertInsideBase, splitUrl, upstreamPath } from '../proxy/path.js'
 import { upstreamError } from '../proxy/upstream-errors.js'
@@ -214,11 +212,8 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       query: parameter === false ? query : withoutParameter(query, parameter),
       headers: upgradeHeaders(request)
     }
-    const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply)
     // The same gate as HTTP: rules, rewrite, authorize, all before any 101.
-    enforceRules(target.rules, ctx)
-    await applyRewrite(target, ctx)
-    if (target.authorize !== undefined && await target.authorize(ctx) !== true) throw new ForbiddenError()
+    const ctx = await admit(target, info, outgoing, request, reply)
 
     let upstream: WebSocket | undefined
     try {
