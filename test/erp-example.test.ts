@@ -4,18 +4,13 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { request } from 'undici'
 import type { Dispatcher } from 'undici'
-import { buildGateway } from '../examples/erp/gateway.js'
-import { buildInventoryService } from '../examples/erp/inventory-service.js'
-import { buildTransactionsService } from '../examples/erp/transactions-service.js'
+import { INVENTORY_KEY, JWT_SECRET, shopToken, startErpStack, TRANSACTIONS_KEY } from './helpers/erp.js'
 
 /*
  * The ERP example end to end: both demo services and the gateway listening on
  * 127.0.0.1:0, driven with a real HTTP client.
  */
 
-const TRANSACTIONS_KEY = 'test-transactions-key-1'
-const INVENTORY_KEY = 'test-inventory-key-2'
-const JWT_SECRET = 'erp-example-test-secret-of-32-bytes-or-more'
 
 /** One request as a service's HTTP server received it, before any hook. */
 interface Seen { method: string, url: string, apiKey: string | string[] | undefined, authorization: string | undefined }
@@ -30,15 +25,6 @@ interface Erp {
 }
 
 async function startErp (t: Test): Promise<Erp> {
-  const transactions = buildTransactionsService({ apiKey: TRANSACTIONS_KEY })
-  const inventory = buildInventoryService({ apiKey: INVENTORY_KEY })
-  const seen: Erp['seen'] = { transactions: [], inventory: [] }
-  for (const [name, service] of [['transactions', transactions], ['inventory', inventory]] as const) {
-    // The raw server's event sees every request, even those the key check refuses.
-    service.server.on('request', (req) => {
-      seen[name].push({ method: req.method ?? '', url: req.url ?? '', apiKey: req.headers['x-api-key'], authorization: req.headers.authorization })
-    })
-  }
   const rawLogs: string[] = []
   const stream = new Writable({
     write (chunk: Buffer, _encoding, done) {
@@ -46,25 +32,17 @@ async function startErp (t: Test): Promise<Erp> {
       done()
     }
   })
-  const transactionsUrl = await transactions.listen({ host: '127.0.0.1', port: 0 })
-  const inventoryUrl = await inventory.listen({ host: '127.0.0.1', port: 0 })
-  const gateway = await buildGateway({
-    transactionsUrl,
-    inventoryUrl,
-    transactionsApiKey: TRANSACTIONS_KEY,
-    inventoryApiKey: INVENTORY_KEY,
-    jwtSecret: JWT_SECRET,
-    logger: { level: 'info', stream }
-  })
-  const gatewayUrl = await gateway.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(async () => {
-    await gateway.close()
-    await Promise.all([transactions.close(), inventory.close()])
-  })
+  const stack = await startErpStack(t, { logger: { level: 'info', stream } })
+  const seen: Erp['seen'] = { transactions: [], inventory: [] }
+  for (const [name, service] of [['transactions', stack.transactionsService], ['inventory', stack.inventoryService]] as const) {
+    service.server.on('request', (req) => {
+      seen[name].push({ method: req.method ?? '', url: req.url ?? '', apiKey: req.headers['x-api-key'], authorization: req.headers.authorization })
+    })
+  }
   return {
-    gateway: gatewayUrl,
-    transactions: transactionsUrl,
-    inventory: inventoryUrl,
+    gateway: stack.gateway,
+    transactions: stack.transactions,
+    inventory: stack.inventory,
     seen,
     get logs () { return rawLogs.map((line) => JSON.parse(line) as Record<string, unknown>) },
     rawLogs
@@ -80,10 +58,8 @@ async function login (erp: Erp, username: string, password: string) {
   return { status: res.statusCode, headers: res.headers, body: await res.body.json() as Record<string, unknown> }
 }
 
-async function tokenOf (erp: Erp, shop: string): Promise<string> {
-  const { status, body } = await login(erp, shop, shop.toLowerCase())
-  if (status !== 200 || typeof body.token !== 'string') throw new Error(`login as ${shop} failed with ${status}`)
-  return body.token
+function tokenOf (erp: Erp, shop: string): Promise<string> {
+  return shopToken(erp.gateway, shop)
 }
 
 /** A JSON request to a URL; the body is parsed unless empty. */

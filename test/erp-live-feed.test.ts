@@ -3,9 +3,8 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { request } from 'undici'
 import { WebSocket } from 'ws'
-import { buildGateway } from '../examples/erp/gateway.js'
-import { buildInventoryService } from '../examples/erp/inventory-service.js'
 import { buildTransactionsService, LIVE_FEED_PROTOCOL } from '../examples/erp/transactions-service.js'
+import { INVENTORY_KEY, shopToken, startErpStack, TRANSACTIONS_KEY } from './helpers/erp.js'
 import { closed, nextMessage, openClient, refusedUpgrade, wsUrl } from './helpers/ws-upstream.js'
 
 /*
@@ -13,9 +12,6 @@ import { closed, nextMessage, openClient, refusedUpgrade, wsUrl } from './helper
  * on 127.0.0.1:0, real `ws` clients through the gateway's WebSocket tunnel.
  */
 
-const TRANSACTIONS_KEY = 'test-transactions-key-1'
-const INVENTORY_KEY = 'test-inventory-key-2'
-const JWT_SECRET = 'erp-live-feed-test-secret-of-32-bytes-or-more'
 
 interface Erp {
   gateway: string
@@ -27,38 +23,16 @@ interface Erp {
 }
 
 async function startErp (t: Test): Promise<Erp> {
-  const transactions = buildTransactionsService({ apiKey: TRANSACTIONS_KEY })
-  const inventory = buildInventoryService({ apiKey: INVENTORY_KEY })
+  const stack = await startErpStack(t)
   const upgrades: Erp['upgrades'] = []
   const requests: string[] = []
-  transactions.server.on('upgrade', (req) => { upgrades.push({ url: req.url ?? '', headers: req.headers }) })
-  transactions.server.on('request', (req) => { requests.push(`${req.method ?? ''} ${req.url ?? ''}`) })
-  const transactionsUrl = await transactions.listen({ host: '127.0.0.1', port: 0 })
-  const inventoryUrl = await inventory.listen({ host: '127.0.0.1', port: 0 })
-  const gateway = await buildGateway({
-    transactionsUrl,
-    inventoryUrl,
-    transactionsApiKey: TRANSACTIONS_KEY,
-    inventoryApiKey: INVENTORY_KEY,
-    jwtSecret: JWT_SECRET
-  })
-  const gatewayUrl = await gateway.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(async () => {
-    await gateway.close()
-    await Promise.all([transactions.close(), inventory.close()])
-  })
-  return { gateway: gatewayUrl, transactions: transactionsUrl, upgrades, requests }
+  stack.transactionsService.server.on('upgrade', (req) => { upgrades.push({ url: req.url ?? '', headers: req.headers }) })
+  stack.transactionsService.server.on('request', (req) => { requests.push(`${req.method ?? ''} ${req.url ?? ''}`) })
+  return { gateway: stack.gateway, transactions: stack.transactions, upgrades, requests }
 }
 
-async function tokenOf (erp: Erp, shop: string): Promise<string> {
-  const res = await request(`${erp.gateway}/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username: shop, password: shop.toLowerCase() })
-  })
-  const body = await res.body.json() as { token?: unknown }
-  if (res.statusCode !== 200 || typeof body.token !== 'string') throw new Error(`login as ${shop} failed with ${res.statusCode}`)
-  return body.token
+function tokenOf (erp: Erp, shop: string): Promise<string> {
+  return shopToken(erp.gateway, shop)
 }
 
 /** Creates a transaction through the gateway; resolves with the 201 body. */

@@ -3,9 +3,7 @@ import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { request } from 'undici'
 import type { Dispatcher } from 'undici'
-import { buildGateway } from '../examples/erp/gateway.js'
-import { buildInventoryService } from '../examples/erp/inventory-service.js'
-import { buildTransactionsService } from '../examples/erp/transactions-service.js'
+import { shopToken, startErpStack } from './helpers/erp.js'
 import { rawGet } from './helpers/raw-request.js'
 
 /*
@@ -14,9 +12,6 @@ import { rawGet } from './helpers/raw-request.js'
  * from the token. Real services and gateway on 127.0.0.1:0.
  */
 
-const TRANSACTIONS_KEY = 'test-transactions-key-1'
-const INVENTORY_KEY = 'test-inventory-key-2'
-const JWT_SECRET = 'erp-token-routes-test-secret-of-32-bytes-or-more'
 
 interface Erp {
   app: FastifyInstance
@@ -27,37 +22,15 @@ interface Erp {
 }
 
 async function startErp (t: Test): Promise<Erp> {
-  const transactions = buildTransactionsService({ apiKey: TRANSACTIONS_KEY })
-  const inventory = buildInventoryService({ apiKey: INVENTORY_KEY })
+  const stack = await startErpStack(t)
   const seen: Erp['seen'] = { transactions: [], inventory: [] }
-  transactions.server.on('request', (req) => seen.transactions.push(req.url ?? ''))
-  inventory.server.on('request', (req) => seen.inventory.push(req.url ?? ''))
-  const transactionsUrl = await transactions.listen({ host: '127.0.0.1', port: 0 })
-  const inventoryUrl = await inventory.listen({ host: '127.0.0.1', port: 0 })
-  const app = await buildGateway({
-    transactionsUrl,
-    inventoryUrl,
-    transactionsApiKey: TRANSACTIONS_KEY,
-    inventoryApiKey: INVENTORY_KEY,
-    jwtSecret: JWT_SECRET
-  })
-  const gateway = await app.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(async () => {
-    await app.close()
-    await Promise.all([transactions.close(), inventory.close()])
-  })
-  return { app, gateway, inventory: inventoryUrl, seen }
+  stack.transactionsService.server.on('request', (req) => seen.transactions.push(req.url ?? ''))
+  stack.inventoryService.server.on('request', (req) => seen.inventory.push(req.url ?? ''))
+  return { app: stack.gatewayApp, gateway: stack.gateway, inventory: stack.inventory, seen }
 }
 
-async function tokenOf (erp: Erp, shop: string): Promise<string> {
-  const res = await request(`${erp.gateway}/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username: shop, password: shop.toLowerCase() })
-  })
-  const body = await res.body.json() as { token?: unknown }
-  if (res.statusCode !== 200 || typeof body.token !== 'string') throw new Error(`login as ${shop} failed with ${res.statusCode}`)
-  return body.token
+function tokenOf (erp: Erp, shop: string): Promise<string> {
+  return shopToken(erp.gateway, shop)
 }
 
 async function call (url: string, opts: { method?: Dispatcher.HttpMethod, token?: string, json?: unknown } = {}) {
