@@ -1,10 +1,12 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import { connect } from 'node:net'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
 import type { RawResponse } from './helpers/raw-request.js'
 import { startUpstream } from './helpers/upstream.js'
 
-t.test('close() lets in-flight requests finish, refuses new connections, then closes', async (t) => {
+/** A gateway whose upstream answers `/api/slow...` after 300 ms, with Fastify's own closing 503 off. */
+async function drainingGateway (t: Test) {
   const upstream = await startUpstream((req, res) => {
     const wait = req.url?.includes('slow') === true ? 300 : 0
     setTimeout(() => res.writeHead(200, { 'content-length': 4 }).end('done'), wait)
@@ -14,7 +16,11 @@ t.test('close() lets in-flight requests finish, refuses new connections, then cl
     targets: [{ prefix: '/api', upstream: upstream.url }],
     server: { return503OnClosing: false }
   })
-  const base = await listen(app)
+  return { upstream, app, base: await listen(app) }
+}
+
+t.test('close() lets in-flight requests finish, refuses new connections, then closes', async (t) => {
+  const { upstream, app, base } = await drainingGateway(t)
   const headers = bearer(tokenFor(app))
   const inFlight = fetch(`${base}/api/slow`, { headers })
   await new Promise((resolve) => setTimeout(resolve, 50))
@@ -123,16 +129,7 @@ async function until (check: () => boolean): Promise<void> {
 }
 
 t.test('a request arriving on an open connection during the drain gets 503 FST_GATEHOUSE_SHUTTING_DOWN', async (t) => {
-  const upstream = await startUpstream((req, res) => {
-    const wait = req.url?.includes('slow') === true ? 300 : 0
-    setTimeout(() => res.writeHead(200, { 'content-length': 4 }).end('done'), wait)
-  })
-  t.teardown(upstream.close)
-  const app = await buildApp(t, {
-    targets: [{ prefix: '/api', upstream: upstream.url }],
-    server: { return503OnClosing: false }
-  })
-  const base = await listen(app)
+  const { upstream, app, base } = await drainingGateway(t)
   const token = tokenFor(app)
   const conn = await rawConnection(base)
   t.teardown(conn.destroy)
