@@ -6,6 +6,7 @@ import type { ResolvedAuth } from '../options.js'
 import type { GatehouseClaims } from '../types.js'
 import { fromStore, storeKeys } from './store.js'
 import type { GatehouseStore } from './store.js'
+import { VerifiedTokens } from './verified.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -14,7 +15,7 @@ declare module '@fastify/jwt' {
   }
 }
 
-// Verified tokens are cached by fast-jwt, keyed by the whole token and never past `exp`.
+// Verified tokens are cached, keyed by the whole token and never past `exp`.
 const VERIFY_CACHE_SIZE = 1000
 // A bearer credential as RFC 6750 allows it; anything else is not a token.
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
@@ -61,7 +62,6 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
       // fast-jwt checks iss/aud only when present: require them when configured.
       requiredClaims: ['exp', ...(auth.issuer === undefined ? [] : ['iss']), ...(auth.audience === undefined ? [] : ['aud'])],
       clockTolerance: auth.clockToleranceSeconds * 1000,
-      cache: VERIFY_CACHE_SIZE,
       ...(auth.issuer === undefined ? {} : { allowedIss: auth.issuer }),
       ...(auth.audience === undefined ? {} : { allowedAud: auth.audience })
     }
@@ -69,6 +69,7 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
   const jwt = scope.jwt
   const { refresh, logout } = auth.lifecycle
   const revocation = logout !== false && logout.revokeAccessToken && store !== undefined ? store : undefined
+  const verified = new VerifiedTokens(VERIFY_CACHE_SIZE)
 
   return {
     sign (claims, session) {
@@ -83,11 +84,16 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
       return jwt.sign(rest)
     },
     verify (token) {
+      const now = Date.now()
+      const known = verified.get(token, now)
+      if (known !== undefined) return known
+      let claims: GatehouseClaims
       try {
-        return jwt.verify<GatehouseClaims>(token)
+        claims = jwt.verify<GatehouseClaims>(token)
       } catch (err) {
         throw (err as { code?: unknown }).code === 'FAST_JWT_EXPIRED' ? new TokenExpiredError() : new TokenInvalidError()
       }
+      return verified.add(token, claims, now)
     },
     ...(revocation === undefined
       ? {}

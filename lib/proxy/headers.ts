@@ -50,7 +50,9 @@ export function outgoingHeaders (request: FastifyRequest, strip: ReadonlySet<str
 
 /** The upstream's response headers a client may see. */
 export function incomingHeaders (upstream: HeaderMap): HeaderMap {
-  const named = listTokens(upstream.connection)
+  const connection = upstream.connection
+  // The usual values name no other header.
+  const named = connection === undefined || connection === 'keep-alive' || connection === 'close' ? [] : listTokens(connection)
   const headers: HeaderMap = {}
   for (const name in upstream) {
     if (DROP_RESPONSE.has(name) || (named.length > 0 && named.includes(name))) continue

@@ -31,11 +31,11 @@ export function isSafePath (rawPath: string): boolean {
 // eslint-disable-next-line no-control-regex
 const UNSAFE = /%(2f|5c|00)|[\\\u0000]|\/\.\.|\.\.\//i
 
+// A `.` or `..` segment: between slashes or at either end.
+const DOT_SEGMENT = /(?:^|\/)\.\.?(?:\/|$)/
+
 function hasDotSegment (path: string): boolean {
-  for (const segment of path.split('/')) {
-    if (segment === '.' || segment === '..') return true
-  }
-  return false
+  return DOT_SEGMENT.test(path)
 }
 
 /** Names of the params in a target prefix, in order (`'/shops/:shopId'` gives `['shopId']`). */

@@ -80,7 +80,8 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // The caller's copies of the credentials were dropped; the target's go
       // on the wire only, so no middleware sees (or logs) them. Host is set by
       // the dispatcher, for the upstream it picks.
-      const headers: HeaderMap = bindReply({ ...outgoing.headers, ...await credentialHeaders(ctx) }, ctx.fastifyReply)
+      const credentials = injected ?? await credentialHeaders(ctx)
+      const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply)
       const reply = ctx.fastifyReply
 
       // Resolves with a transport failure; rejects only on a programming error.
@@ -202,8 +203,8 @@ async function send (reply: FastifyReply, response: ProxyResponse): Promise<Fast
     if (length > 0 && length <= SMALL_BODY_BYTES) body = await readBody(body)
   }
   varyOnEncoding(headers)
+  // Fastify sets the length of a buffered body itself.
+  if (body !== null && !isStream(body)) delete headers['content-length']
   reply.code(status).headers(headers)
-  if (body === null) return reply.send()
-  if (!isStream(body)) reply.removeHeader('content-length')
-  return reply.send(body)
+  return body === null ? reply.send() : reply.send(body)
 }

@@ -40,7 +40,8 @@ export type ReplyFromCallback = (err: Error | null, res?: Dispatcher.ResponseDat
  * and set `Retry-After` on fast failures. Returns `headers`.
  */
 export function bindReply (headers: HeaderMap, reply: FastifyReply): HeaderMap {
-  Object.defineProperty(headers, REQUEST_CONTEXT, { value: reply, enumerable: true, configurable: true })
+  // A plain symbol key: reply-from's Object.assign copies it, undici never sees it.
+  (headers as Record<symbol, unknown>)[REQUEST_CONTEXT] = reply
   return headers
 }
 
@@ -143,13 +144,15 @@ export class TargetTransport implements UpstreamDispatcher {
       }
       const mayRetry = attempt < retry.retries && retry.methods.has(method) && bodyUntouched(opts.body)
       node.inFlight++
+      // Our own copy: the host of this attempt's upstream goes in place.
+      headers.host = node.host
       let res: Dispatcher.ResponseData
       try {
         res = await node.pool.request({
           origin: node.origin,
           path: opts.path,
           method: opts.method as Dispatcher.HttpMethod,
-          headers: { ...headers, host: node.host } as Record<string, string>,
+          headers: headers as Record<string, string>,
           body: opts.body as Dispatcher.DispatchOptions['body'],
           signal: signal as unknown as Dispatcher.RequestOptions['signal']
         })
