@@ -3,6 +3,10 @@ import { request as httpRequest } from 'node:http'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
 import { startUpstream } from './helpers/upstream.js'
 import { rawUpstream } from './helpers/faulty-upstream.js'
+import { BUFFERED_BODY_BYTES } from '../lib/proxy/target.js'
+
+// A declared length the gateway streams rather than reads whole.
+const STREAMED_LENGTH = BUFFERED_BODY_BYTES + 1
 
 interface Outcome { status: number, body: string, complete: boolean, error?: string }
 
@@ -39,7 +43,7 @@ for (const framing of ['content-length', 'chunked'] as const) {
     const upstream = await rawUpstream(t, (socket) => {
       const head = framing === 'chunked'
         ? 'HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n'
-        : 'HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\nhello'
+        : `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${STREAMED_LENGTH}\r\n\r\nhello`
       socket.write(head)
     })
     const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 200 } }], compress: false })
@@ -58,7 +62,7 @@ for (const framing of ['content-length', 'chunked'] as const) {
     const upstream = await rawUpstream(t, (socket) => {
       const head = framing === 'chunked'
         ? 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n'
-        : 'HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nhello'
+        : `HTTP/1.1 200 OK\r\ncontent-length: ${STREAMED_LENGTH}\r\n\r\nhello`
       socket.write(head, () => setTimeout(() => socket.resetAndDestroy(), 50))
     })
     const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], compress: false })
@@ -70,8 +74,8 @@ for (const framing of ['content-length', 'chunked'] as const) {
   })
 }
 
-// Bodies of up to 16 KiB with a known length are read whole before the
-// response starts, so a stall or reset there is a clean gateway error.
+// Bodies of up to BUFFERED_BODY_BYTES with a known length are read whole
+// before the response starts, so a stall or reset there is a clean gateway error.
 t.test('a small body that stalls mid-way gives 504 before anything was sent', async (t) => {
   const upstream = await rawUpstream(t, (socket) => {
     socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"a":')

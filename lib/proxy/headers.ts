@@ -28,13 +28,18 @@ function listTokens (value: string | string[] | undefined): string[] {
   return tokens
 }
 
+/** The header names a Connection value lists; the usual values list none. */
+function connectionTokens (value: string | string[] | undefined): string[] {
+  return value === undefined || value === 'keep-alive' || value === 'close' ? [] : listTokens(value)
+}
+
 /**
  * The headers to send upstream: the caller's, minus hop-by-hop, credentials,
  * forwarding claims and any header in `strip`, plus X-Forwarded-*.
  */
 export function outgoingHeaders (request: FastifyRequest, strip: ReadonlySet<string>): HeaderMap {
   const incoming = request.headers
-  const named = incoming.connection === undefined ? [] : listTokens(incoming.connection)
+  const named = connectionTokens(incoming.connection)
   const headers: HeaderMap = {}
   for (const name in incoming) {
     if (DROP_REQUEST.has(name) || strip.has(name) || (named.length > 0 && named.includes(name))) continue
@@ -50,9 +55,7 @@ export function outgoingHeaders (request: FastifyRequest, strip: ReadonlySet<str
 
 /** The upstream's response headers a client may see. */
 export function incomingHeaders (upstream: HeaderMap): HeaderMap {
-  const connection = upstream.connection
-  // The usual values name no other header.
-  const named = connection === undefined || connection === 'keep-alive' || connection === 'close' ? [] : listTokens(connection)
+  const named = connectionTokens(upstream.connection)
   const headers: HeaderMap = {}
   for (const name in upstream) {
     if (DROP_RESPONSE.has(name) || (named.length > 0 && named.includes(name))) continue

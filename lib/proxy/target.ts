@@ -17,8 +17,13 @@ import { websocketRoute } from '../ws/upgrade.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
 const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
-// Upstream bodies up to this size, with a known length, are read whole: one write, one compress call.
-const SMALL_BODY_BYTES = 16 * 1024
+/**
+ * Upstream bodies up to this size, with a known length, are read whole
+ * before the response starts: one write, and one compress call (small ones
+ * synchronously, larger ones as a single job off the event loop) instead of a
+ * stream pipeline per chunk. Larger or unknown-length bodies stream.
+ */
+export const BUFFERED_BODY_BYTES = 256 * 1024
 
 type ReplyFromOptions = NonNullable<Parameters<FastifyReply['from']>[1]>
 // reply-from's types describe `res` as a Node response; at run time it is this.
@@ -196,11 +201,9 @@ async function send (reply: FastifyReply, response: ProxyResponse): Promise<Fast
     if (isStream(body)) body.resume()
     body = null
   } else if (isStream(body) && reply.request.method !== 'HEAD') {
-    // A small body of known length is cheaper to send in one write with the
-    // headers, and to compress in one synchronous call, than through a stream
-    // pipeline; large or unknown-length ones keep streaming.
+    // See BUFFERED_BODY_BYTES.
     const length = Number(headers['content-length'])
-    if (length > 0 && length <= SMALL_BODY_BYTES) body = await readBody(body)
+    if (length > 0 && length <= BUFFERED_BODY_BYTES) body = await readBody(body)
   }
   varyOnEncoding(headers)
   // Fastify sets the length of a buffered body itself.
