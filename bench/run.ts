@@ -51,7 +51,7 @@ const USAGE = `usage: npm run bench -- [options]
   --warmup N           seconds of warm-up before each timed run (default ${DEFAULT_WARMUP_SEC})
   --only a,b           scenarios: ${ALL_SCENARIOS.join(', ')}
   --contenders a,b     contenders: ${CONTENDERS.join(', ')}
-  --rounds N           repeat everything N times, report the median run (default 1)
+  --rounds N           repeat everything N times: tables show the median run, targets the median of per-round ratios (default 1)
   --stream-mib N       MiB per streamed transfer (default ${STREAM_BYTES / MIB})
   --profile            run the gateways under node --cpu-prof and summarise the profiles`
 
@@ -167,7 +167,7 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
   return { upstream, apiKey, contenders }
 }
 
-async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
+async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
   const spec = {
     url: contender.url + scenario.path,
     headers: { ...contender.credentials, ...(scenario.gzip ? { 'accept-encoding': 'gzip' } : {}) },
@@ -186,13 +186,14 @@ async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: 
       ...result,
       scenario: scenario.name,
       contender: contender.name,
+      round,
       cpuMicrosPerRequest: (cpuAfter - cpuBefore) / requests,
       upstreamCpuMicrosPerRequest: (upstreamAfter - upstreamBefore) / requests
     }
   }
 }
 
-async function measureStream (contender: Contender, scenario: typeof STREAM_SCENARIOS[number], bytes: number): Promise<StreamMeasurement> {
+async function measureStream (contender: Contender, scenario: typeof STREAM_SCENARIOS[number], bytes: number, round: number): Promise<StreamMeasurement> {
   const before = await contender.measured.rssBytes()
   const cpuBefore = await contender.measured.cpuMicros()
   let peak = before ?? 0
@@ -227,6 +228,7 @@ async function measureStream (contender: Contender, scenario: typeof STREAM_SCEN
   return {
     scenario,
     contender: contender.name,
+    round,
     bytes,
     ms,
     mibPerSec: ok ? bytes / MIB / (ms / 1000) : 0,
@@ -315,7 +317,7 @@ async function main (): Promise<number> {
     const order = rotate(correct, round)
     for (const scenario of loadScenarios) {
       for (const contender of order) {
-        const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning)
+        const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning, round)
         served.set(contender.name, (served.get(contender.name) ?? 0) + warmup.requests + measurement.requests)
         loadRuns.push(measurement)
         console.log(`  ${scenario.name.padEnd(11)} ${contender.name.padEnd(9)} ${measurement.rps.toFixed(0).padStart(7)} req/s  p99 ${measurement.p99Ms.toFixed(2)} ms  ${measurement.cpuMicrosPerRequest.toFixed(0)} us CPU/req`)
@@ -324,7 +326,7 @@ async function main (): Promise<number> {
     }
     for (const scenario of streamScenarios) {
       for (const contender of order) {
-        const measurement = await measureStream(contender, scenario, opts.streamBytes)
+        const measurement = await measureStream(contender, scenario, opts.streamBytes, round)
         streamRuns.push(measurement)
         console.log(`  ${scenario.padEnd(11)} ${contender.name.padEnd(9)} ${measurement.ok ? `${measurement.mibPerSec.toFixed(0).padStart(7)} MiB/s` : `failed: ${measurement.note}`}  RSS +${((measurement.rssGrowthBytes ?? 0) / MIB).toFixed(1)} MiB`)
         await sleep(SETTLE_MS)
@@ -346,7 +348,7 @@ async function main (): Promise<number> {
       if (runs.length > 0) stream.push(median(runs, (m) => m.mibPerSec))
     }
   }
-  const targets = evaluateTargets(load, stream, streamRuns)
+  const targets = evaluateTargets(loadRuns, streamRuns)
   const titles = Object.fromEntries(LOAD_SCENARIOS.map((s) => [s.name, s.title]))
 
   console.log()
@@ -355,7 +357,7 @@ async function main (): Promise<number> {
     console.log('(direct: the load generator calls the upstream itself, which never compresses; CPU for direct is the upstream\'s)\n')
   }
   if (stream.length > 0) console.log(`${streamTable(stream)}\n`)
-  if (targets.length > 0) console.log(`targets (issue 6):\n${targetsText(targets)}\n`)
+  if (targets.length > 0) console.log(`targets (issue 6; ratios of contenders measured in the same round):\n${targetsText(targets)}\n`)
 
   await stopAll()
   let profiles: Record<string, ProfileSummary> | undefined
