@@ -119,6 +119,51 @@ t.test('a slow but steady body within the idle timeout completes', async (t) => 
   t.equal(out.body, 'chunk0\nchunk1\nchunk2\nchunk3\n')
 })
 
+t.test('a client that stops reading for longer than the idle timeout still gets the whole body', async (t) => {
+  // 16 MiB: far more than the socket buffers hold, so the upstream has to
+  // wait on the client (back-pressure), which the idle timer must not count.
+  const size = 16 * 1024 * 1024
+  const piece = Buffer.alloc(64 * 1024, 'x')
+  const upstream = await startUpstream((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size })
+    let left = size
+    const pump = (): void => {
+      while (left > 0) {
+        left -= piece.length
+        if (!res.write(piece)) {
+          res.once('drain', pump)
+          return
+        }
+      }
+      res.end()
+    }
+    pump()
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 150 } }], compress: false })
+  const base = await listen(app)
+  const out = await new Promise<{ bytes: number, complete: boolean, error?: string }>((resolve) => {
+    const req = httpRequest(`${base}/api/big`, { headers: bearer(tokenFor(app)), agent: false }, (res) => {
+      let bytes = 0
+      res.once('data', (chunk: Buffer) => {
+        bytes += chunk.length
+        res.pause()
+        // Four idle timeouts without reading.
+        setTimeout(() => {
+          res.on('data', (more: Buffer) => { bytes += more.length })
+          res.resume()
+        }, 600)
+      })
+      res.on('end', () => resolve({ bytes, complete: res.complete }))
+      res.on('error', (err) => resolve({ bytes, complete: false, error: err.message }))
+      res.on('aborted', () => resolve({ bytes, complete: false, error: 'aborted' }))
+    })
+    req.end()
+  })
+  t.equal(out.complete, true, `complete (${out.error ?? 'no error'})`)
+  t.equal(out.bytes, size)
+})
+
 t.test('pool.connections bounds the upstream connections', async (t) => {
   let concurrent = 0
   let peak = 0

@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { Pool } from 'undici'
-import type { Dispatcher } from 'undici'
+import type { Dispatcher, Pool } from 'undici'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
 import { CircuitOpenError, NoHealthyUpstreamError, ShuttingDownError } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
@@ -9,7 +8,7 @@ import { Balancer, UpstreamNode } from './balancer.js'
 import { CircuitBreaker } from './breaker.js'
 import type { Admission } from './breaker.js'
 import { HealthChecker } from './health.js'
-import { idleInterceptor } from './idle.js'
+import { IdlePool } from './idle.js'
 import { backoff, bodyUntouched, isRetryableError, parseRetryAfter, sleep } from './retry.js'
 import { closeOnDrain } from './shutdown.js'
 import { causeChain, errorCode } from '../proxy/upstream-errors.js'
@@ -243,12 +242,12 @@ function createPool (target: ResolvedTarget, origin: string): { dispatcher: Disp
     keepAliveMaxTimeout: pool.keepAliveMaxTimeout,
     connect: connectOptions(target.transport.tls, target.timeouts.connect),
     headersTimeout: target.timeouts.response,
-    // Body idle is enforced by idleInterceptor, which knows the content type.
+    // Body idle is enforced by IdlePool, which knows the content type.
     bodyTimeout: 0,
     ...(http2 && origin.startsWith('https:') ? { allowH2: true } : {})
   }
-  const raw = new Pool(origin, options)
-  return { dispatcher: raw.compose(idleInterceptor(target.timeouts.idle, eventStreamIdle)), destroy: () => raw.destroy() }
+  const upstream = new IdlePool(origin, options, target.timeouts.idle, eventStreamIdle)
+  return { dispatcher: upstream, destroy: () => upstream.destroy() }
 }
 
 /** The transport of one target; reply-from gets `.dispatcher`, onClose calls `.close()`. */
