@@ -232,7 +232,7 @@ export function transportError (err: unknown): Error | undefined {
   return undefined
 }
 
-/** One upstream's pool: connect timeout + TLS, headers timeout, and the body-idle interceptor. */
+/** One upstream's pool: connect timeout + TLS, headers timeout, and the body-idle timeouts (IdlePool). */
 function createPool (target: ResolvedTarget, origin: string): { dispatcher: Dispatcher, destroy: () => Promise<void> } {
   const { pool, http2, eventStreamIdle } = target.transport
   const options: Pool.Options = {
