@@ -4,10 +4,11 @@ import type { TokenService } from '../auth/token.js'
 import { requireToken } from '../auth/token.js'
 import { NoResponseError, PathTraversalError } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
-import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
+import type { GatehouseContext, HeaderMap, ProxyResponse, ResponseBody, TargetInfo } from '../types.js'
 import { compose } from './compose.js'
 import { admit } from './admit.js'
 import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, requestPayload } from './context.js'
+import type { RequestContext } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
 import { errorCode, upstreamError } from './upstream-errors.js'
@@ -144,8 +145,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       }
       if (reply.sent) return reply
       if (ctx.response === undefined) throw new NoResponseError()
-      ctx.releaseAfter(reply)
-      return send(reply, ctx.response)
+      return send(reply, ctx.response, ctx)
     }
 
     const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
@@ -193,18 +193,36 @@ function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
   })
 }
 
-async function send (reply: FastifyReply, response: ProxyResponse): Promise<FastifyReply> {
+/**
+ * Sends a response. `ctx`, when given, holds body streams to release once
+ * they can no longer be sent: at once if the upstream body was read whole, else
+ * when the reply is done.
+ */
+async function send (reply: FastifyReply, response: ProxyResponse, ctx?: RequestContext<any>): Promise<FastifyReply> {
   const { status, headers } = response
-  let body = response instanceof GatewayResponse ? await response.wireBody() : response.body
-  if (status === 204 || status === 304) {
-    // No body may follow; let the upstream stream end so its socket is reused.
-    if (isStream(body)) body.resume()
-    body = null
-  } else if (isStream(body) && reply.request.method !== 'HEAD') {
-    // See BUFFERED_BODY_BYTES.
-    const length = Number(headers['content-length'])
-    if (length > 0 && length <= BUFFERED_BODY_BYTES) body = await readBody(body)
+  let body: ResponseBody
+  let readWhole = false
+  try {
+    body = response instanceof GatewayResponse ? await response.wireBody() : response.body
+    if (status === 204 || status === 304) {
+      // No body may follow; let the upstream stream end so its socket is reused.
+      if (isStream(body)) body.resume()
+      body = null
+    } else if (isStream(body) && reply.request.method !== 'HEAD') {
+      // See BUFFERED_BODY_BYTES.
+      const length = Number(headers['content-length'])
+      if (length > 0 && length <= BUFFERED_BODY_BYTES) {
+        body = await readBody(body)
+        readWhole = true
+      }
+    }
+  } catch (err) {
+    ctx?.release()
+    throw err
   }
+  // A body read whole has ended: nothing left to wait for.
+  if (readWhole) ctx?.release()
+  else ctx?.releaseAfter(reply)
   varyOnEncoding(headers)
   // Fastify sets the length of a buffered body itself.
   if (body !== null && !isStream(body)) delete headers['content-length']
