@@ -58,7 +58,8 @@ t.test('cached claims are frozen, nested values included', async (t) => {
 t.test('through the gateway: a cached token is refused once it expires', async (t) => {
   const upstream = await startUpstream()
   t.teardown(upstream.close)
-  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { expiresIn: 1 } })
+  // exp = iat + 2 with iat in whole seconds: at least a second to make the first two requests.
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { expiresIn: 2 } })
   const token = tokenFor(app)
   const first = await app.inject({ url: '/api/orders', headers: bearer(token) })
   t.equal(first.statusCode, 200, 'accepted (and now cached)')
