@@ -3,10 +3,10 @@ import { request as httpRequest } from 'node:http'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
 import { startUpstream } from './helpers/upstream.js'
 import { rawUpstream } from './helpers/faulty-upstream.js'
-import { BUFFERED_BODY_BYTES } from '../lib/proxy/target.js'
+import { DEFAULT_BUFFER_RESPONSES } from '../lib/transport/options.js'
 
 // A declared length the gateway streams rather than reads whole.
-const STREAMED_LENGTH = BUFFERED_BODY_BYTES + 1
+const STREAMED_LENGTH = DEFAULT_BUFFER_RESPONSES + 1
 
 interface Outcome { status: number, body: string, complete: boolean, error?: string }
 
@@ -74,7 +74,7 @@ for (const framing of ['content-length', 'chunked'] as const) {
   })
 }
 
-// Bodies of up to BUFFERED_BODY_BYTES with a known length are read whole
+// Bodies of up to transport.bufferResponses bytes with a known length are read whole
 // before the response starts, so a stall or reset there is a clean gateway error.
 t.test('a small body that stalls mid-way gives 504 before anything was sent', async (t) => {
   const upstream = await rawUpstream(t, (socket) => {
@@ -86,6 +86,28 @@ t.test('a small body that stalls mid-way gives 504 before anything was sent', as
   t.equal(out.status, 504)
   t.equal(out.complete, true)
   t.match(JSON.parse(out.body), { statusCode: 504, code: 'FST_GATEHOUSE_UPSTREAM_TIMEOUT' })
+})
+
+t.test('bufferResponses sets the largest body read whole: 0 streams a small body, a larger limit buffers a large one', async (t) => {
+  // The same 100-byte body that stalls after 5 bytes: streamed, the client
+  // gets 200 and a cut transfer; read whole (the default), a clean 504.
+  const small = await rawUpstream(t, (socket) => {
+    socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"a":')
+  })
+  const streaming = await buildApp(t, { targets: [{ prefix: '/api', upstream: small.url, timeouts: { idle: 200 }, transport: { bufferResponses: 0 } }], compress: false })
+  const streamed = await fetchRaw(`${await listen(streaming)}/api/x`, bearer(tokenFor(streaming)))
+  t.equal(streamed.status, 200, 'headers went before the body')
+  t.equal(streamed.complete, false, `transfer cut (${streamed.error ?? 'no error'})`)
+  t.equal(streamed.body, '{"a":')
+
+  // A body over the default limit, read whole under a limit raised above it.
+  const large = await rawUpstream(t, (socket) => {
+    socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${STREAMED_LENGTH}\r\n\r\nhello`)
+  })
+  const buffering = await buildApp(t, { targets: [{ prefix: '/api', upstream: large.url, timeouts: { idle: 200 }, transport: { bufferResponses: STREAMED_LENGTH } }], compress: false })
+  const buffered = await fetchRaw(`${await listen(buffering)}/api/x`, bearer(tokenFor(buffering)))
+  t.equal(buffered.status, 504, 'nothing was sent before the body failed')
+  t.match(JSON.parse(buffered.body), { code: 'FST_GATEHOUSE_UPSTREAM_TIMEOUT' })
 })
 
 t.test('a small body reset mid-way gives 502 before anything was sent', async (t) => {
@@ -196,7 +218,10 @@ t.test('invalid transport options fail at register', async (t) => {
     [{ tls: { cert: 'x' } }, /transport\.tls\.key/],
     [{ circuitBreaker: { failureRate: 2 } }, /circuitBreaker\.failureRate/],
     [{ rewrite: { publicOrigin: 'https://x.example/path' } }, /rewrite\.publicOrigin/],
-    [{ activeHealth: { path: 'health' } }, /activeHealth\.path/]
+    [{ activeHealth: { path: 'health' } }, /activeHealth\.path/],
+    [{ bufferResponses: -1 }, /transport\.bufferResponses/],
+    [{ bufferResponses: 1.5 }, /transport\.bufferResponses/],
+    [{ bufferResponses: '64k' }, /transport\.bufferResponses/]
   ]
   for (const [transport, message] of cases) {
     await t.rejects(buildApp(t, { targets: [{ prefix: '/api', upstream: 'http://127.0.0.1:1', transport: transport as never }] }), { code: 'FST_GATEHOUSE_INVALID_OPTION', message })

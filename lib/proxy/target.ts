@@ -18,13 +18,6 @@ import { websocketRoute } from '../ws/upgrade.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
 const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
-/**
- * Upstream bodies up to this size, with a known length, are read whole
- * before the response starts: one write, and one compress call (small ones
- * synchronously, larger ones as a single job off the event loop) instead of a
- * stream pipeline per chunk. Larger or unknown-length bodies stream.
- */
-export const BUFFERED_BODY_BYTES = 256 * 1024
 
 type ReplyFromOptions = NonNullable<Parameters<FastifyReply['from']>[1]>
 // reply-from's types describe `res` as a Node response; at run time it is this.
@@ -65,6 +58,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const injected = target.credentials.kind === 'static' ? target.credentials.headers : undefined
     const strip = new Set(injected === undefined ? [] : Object.keys(injected))
     const run = compose(target.middleware)
+    const bufferBelow = target.transport.bufferResponses
 
     async function credentialHeaders (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
       const credentials = target.credentials
@@ -145,7 +139,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       }
       if (reply.sent) return reply
       if (ctx.response === undefined) throw new NoResponseError()
-      return send(reply, ctx.response, ctx)
+      return send(reply, ctx.response, bufferBelow, ctx)
     }
 
     const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
@@ -166,7 +160,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       return
     }
     // @fastify/websocket takes a wsHandler on a GET route only: GET carries both.
-    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: send })
+    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: (reply, response) => send(reply, response, bufferBelow) })
     const otherMethods = METHODS.filter((method) => method !== 'GET')
     for (const url of ['/', '/*']) {
       scope.route({ ...routeOptions, url, method: otherMethods })
@@ -194,11 +188,14 @@ function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 /**
- * Sends a response. `ctx`, when given, holds body streams to release once
- * they can no longer be sent: at once if the upstream body was read whole, else
- * when the reply is done.
+ * Sends a response. An upstream body stream of known length up to
+ * `bufferBelow` bytes is read whole first: one write, and one compress call
+ * (small bodies synchronously, larger ones as a single job off the event
+ * loop) instead of a stream pipeline per chunk. `ctx`, when given, holds body
+ * streams to release once they can no longer be sent: at once if the upstream
+ * body was read whole, else when the reply is done.
  */
-async function send (reply: FastifyReply, response: ProxyResponse, ctx?: RequestContext<any>): Promise<FastifyReply> {
+async function send (reply: FastifyReply, response: ProxyResponse, bufferBelow: number, ctx?: RequestContext<any>): Promise<FastifyReply> {
   const { status, headers } = response
   let body: ResponseBody
   let readWhole = false
@@ -209,9 +206,8 @@ async function send (reply: FastifyReply, response: ProxyResponse, ctx?: Request
       if (isStream(body)) body.resume()
       body = null
     } else if (isStream(body) && reply.request.method !== 'HEAD') {
-      // See BUFFERED_BODY_BYTES.
       const length = Number(headers['content-length'])
-      if (length > 0 && length <= BUFFERED_BODY_BYTES) {
+      if (length > 0 && length <= bufferBelow) {
         body = await readBody(body)
         readWhole = true
       }

@@ -126,6 +126,13 @@ export interface TransportOptions {
   eventStreamIdle?: number
   /** Negotiate HTTP/2 with `https:` upstreams (ALPN, undici `allowH2`). Default false. */
   http2?: boolean
+  /**
+   * Upstream responses that declare a `Content-Length` of at most this many
+   * bytes are read whole before the answer starts: one write, one compress
+   * call. Each response in flight may hold that much. 0 streams every
+   * response. Default 262144 (256 KiB).
+   */
+  bufferResponses?: number
 }
 
 export interface ResolvedTransport {
@@ -141,6 +148,7 @@ export interface ResolvedTransport {
   readonly rewrite: { readonly location: boolean, readonly cookies: boolean, readonly publicOrigin: string | undefined }
   readonly eventStreamIdle: number
   readonly http2: boolean
+  readonly bufferResponses: number
 }
 
 export const DEFAULT_POOL = Object.freeze({ connections: 128, pipelining: 1, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 600_000 })
@@ -151,6 +159,8 @@ export const DEFAULT_PASSIVE_HEALTH = Object.freeze({ failures: 5, coolDown: 10_
 export const DEFAULT_ACTIVE_HEALTH = Object.freeze({ interval: 5_000, timeout: 2_000, healthyThreshold: 2, unhealthyThreshold: 2 })
 export const DEFAULT_CIRCUIT_BREAKER = Object.freeze({ window: 10_000, minRequests: 20, failureRate: 0.5, coolDown: 5_000, halfOpenRequests: 1 })
 export const DEFAULT_DRAIN_TIMEOUT = 10_000
+export const DEFAULT_BUFFER_RESPONSES = 256 * 1024
+const MAX_BUFFER_RESPONSES = 64 * 1024 * 1024
 
 // Node timers overflow above this many milliseconds.
 const MAX_TIMER = 2 ** 31 - 1
@@ -317,7 +327,7 @@ function resolveRewrite (value: unknown, at: string): ResolvedTransport['rewrite
 
 /** Validates a target's `transport` option (and its `upstream` list) and applies defaults. */
 export function resolveTransport (value: unknown, upstream: unknown, at: string): ResolvedTransport {
-  const opts = object(value, `${at}.transport`, '{ pool?, tls?, retry?, balance?, passiveHealth?, activeHealth?, circuitBreaker?, rewrite?, eventStreamIdle?, http2? }')
+  const opts = object(value, `${at}.transport`, '{ pool?, tls?, retry?, balance?, passiveHealth?, activeHealth?, circuitBreaker?, rewrite?, eventStreamIdle?, http2?, bufferResponses? }')
   const { origins } = resolveUpstreams(upstream, `${at}.upstream`)
   const where = `${at}.transport`
   const pool = object(opts.pool, `${where}.pool`, '{ connections?, pipelining?, keepAliveTimeout?, keepAliveMaxTimeout? }')
@@ -341,7 +351,8 @@ export function resolveTransport (value: unknown, upstream: unknown, at: string)
     circuitBreaker: resolveBreaker(opts.circuitBreaker, `${where}.circuitBreaker`),
     rewrite: resolveRewrite(opts.rewrite, `${where}.rewrite`),
     eventStreamIdle: integer(opts.eventStreamIdle, `${where}.eventStreamIdle`, 0, 0),
-    http2: opts.http2 === true
+    http2: opts.http2 === true,
+    bufferResponses: integer(opts.bufferResponses, `${where}.bufferResponses`, DEFAULT_BUFFER_RESPONSES, 0, MAX_BUFFER_RESPONSES)
   }
 }
 
