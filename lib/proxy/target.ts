@@ -58,7 +58,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const injected = target.credentials.kind === 'static' ? target.credentials.headers : undefined
     const strip = new Set(injected === undefined ? [] : Object.keys(injected))
     const run = compose(target.middleware)
-    const bufferBelow = target.transport.bufferResponses
+    const bufferUpTo = target.transport.bufferResponses
 
     async function credentialHeaders (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
       const credentials = target.credentials
@@ -139,7 +139,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       }
       if (reply.sent) return reply
       if (ctx.response === undefined) throw new NoResponseError()
-      return send(reply, ctx.response, bufferBelow, ctx)
+      return send(reply, ctx.response, bufferUpTo, ctx)
     }
 
     const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
@@ -160,7 +160,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       return
     }
     // @fastify/websocket takes a wsHandler on a GET route only: GET carries both.
-    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: (reply, response) => send(reply, response, bufferBelow) })
+    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: (reply, response) => send(reply, response, bufferUpTo) })
     const otherMethods = METHODS.filter((method) => method !== 'GET')
     for (const url of ['/', '/*']) {
       scope.route({ ...routeOptions, url, method: otherMethods })
@@ -189,13 +189,13 @@ function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
 
 /**
  * Sends a response. An upstream body stream of known length up to
- * `bufferBelow` bytes is read whole first: one write, and one compress call
+ * `bufferUpTo` bytes is read whole first: one write, and one compress call
  * (small bodies synchronously, larger ones as a single job off the event
  * loop) instead of a stream pipeline per chunk. `ctx`, when given, holds body
  * streams to release once they can no longer be sent: at once if the upstream
  * body was read whole, else when the reply is done.
  */
-async function send (reply: FastifyReply, response: ProxyResponse, bufferBelow: number, ctx?: RequestContext<any>): Promise<FastifyReply> {
+async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: number, ctx?: RequestContext<any>): Promise<FastifyReply> {
   const { status, headers } = response
   let body: ResponseBody
   let readWhole = false
@@ -207,7 +207,7 @@ async function send (reply: FastifyReply, response: ProxyResponse, bufferBelow: 
       body = null
     } else if (isStream(body) && reply.request.method !== 'HEAD') {
       const length = Number(headers['content-length'])
-      if (length > 0 && length <= bufferBelow) {
+      if (length > 0 && length <= bufferUpTo) {
         body = await readBody(body)
         readWhole = true
       }
