@@ -2,46 +2,15 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { Agent, request as httpRequest } from 'node:http'
 import type { IncomingHttpHeaders } from 'node:http'
-import { createServer } from 'node:net'
-import type { AddressInfo, Server, Socket } from 'node:net'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
 import { closedPort, startUpstream } from './helpers/upstream.js'
 import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
+import { rawUpstream } from './helpers/faulty-upstream.js'
 
 async function upstreamFor (t: Test, handler?: UpstreamHandler): Promise<Upstream> {
   const upstream = await startUpstream(handler)
   t.teardown(upstream.close)
   return upstream
-}
-
-/** A raw TCP upstream: `onConnection` decides what (if anything) goes on the wire. */
-async function tcpUpstream (t: Test, onConnection: (socket: Socket) => void): Promise<{ url: string, port: number, connections: () => number }> {
-  const sockets = new Set<Socket>()
-  let connections = 0
-  const server: Server = createServer((socket) => {
-    connections++
-    sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
-    socket.on('error', () => {})
-    onConnection(socket)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const socket of sockets) socket.destroy()
-    server.close(() => resolve())
-  }))
-  const port = (server.address() as AddressInfo).port
-  return { url: `http://127.0.0.1:${port}`, port, connections: () => connections }
-}
-
-/** Calls `onRequest` once the request head has arrived on the raw socket. */
-function onRequestHead (socket: Socket, onRequest: () => void): void {
-  let head = ''
-  socket.on('data', (chunk: Buffer) => {
-    if (head.includes('\r\n\r\n')) return
-    head += chunk.toString('latin1')
-    if (head.includes('\r\n\r\n')) onRequest()
-  })
 }
 
 function assertErrorBody (t: Test, body: string, status: number, code: string, error: string, message: string): void {
@@ -61,7 +30,7 @@ t.test('an upstream that is down gives 502 without internal detail', async (t) =
 })
 
 t.test('an upstream that accepts and never answers gives 504 after the response timeout', async (t) => {
-  const silent = await tcpUpstream(t, () => {})
+  const silent = await rawUpstream(t, () => {})
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: silent.url, timeouts: { response: 300 } }] })
   const started = Date.now()
   const res = await app.inject({ url: '/api/x', headers: bearer(tokenFor(app)) })
@@ -74,7 +43,7 @@ t.test('an upstream that accepts and never answers gives 504 after the response 
 })
 
 t.test('an upstream that resets the connection before answering gives 502', async (t) => {
-  const resetting = await tcpUpstream(t, (socket) => onRequestHead(socket, () => socket.resetAndDestroy()))
+  const resetting = await rawUpstream(t, (socket) => socket.resetAndDestroy())
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: resetting.url }] })
   const res = await app.inject({ url: '/api/x', headers: bearer(tokenFor(app)) })
   t.equal(res.statusCode, 502)
@@ -84,7 +53,7 @@ t.test('an upstream that resets the connection before answering gives 502', asyn
 })
 
 t.test('an upstream that closes the connection before answering gives 502', async (t) => {
-  const closing = await tcpUpstream(t, (socket) => onRequestHead(socket, () => socket.end()))
+  const closing = await rawUpstream(t, (socket) => socket.end())
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: closing.url }] })
   const res = await app.inject({ url: '/api/x', headers: bearer(tokenFor(app)) })
   t.equal(res.statusCode, 502)
@@ -102,7 +71,7 @@ const INVALID_RESPONSES: Array<[string, string]> = [
 
 for (const [name, response] of INVALID_RESPONSES) {
   t.test(`an invalid response (${name}) gives 502 and the gateway keeps serving`, async (t) => {
-    const broken = await tcpUpstream(t, (socket) => onRequestHead(socket, () => socket.end(response, 'latin1')))
+    const broken = await rawUpstream(t, (socket) => socket.end(response, 'latin1'))
     const healthy = await upstreamFor(t)
     const app = await buildApp(t, {
       targets: [
