@@ -4,19 +4,13 @@ import { brotliCompressSync, deflateRawSync, deflateSync, gunzipSync, gzipSync }
 import { Readable } from 'node:stream'
 import type { ServerResponse } from 'node:http'
 import { buildApp, bearer, tokenFor } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
 import type { Middleware, MiddlewareEntry, TargetOptions } from '../lib/index.js'
 
 interface Item { id: number, name: string, cost: number }
 const ITEMS: Item[] = Array.from({ length: 200 }, (_, i) => ({ id: i, name: `item ${i}`, cost: i * 3 }))
 const DOCUMENT = Buffer.from(JSON.stringify({ items: ITEMS }))
-
-async function upstreamFor (t: Test, handler: UpstreamHandler): Promise<Upstream> {
-  const upstream = await startUpstream(handler)
-  t.teardown(upstream.close)
-  return upstream
-}
 
 /** An upstream that encodes DOCUMENT as the caller asked (first of gzip, br, deflate), with a strong ETag. */
 const negotiating: UpstreamHandler = (req, res) => {

@@ -2,15 +2,8 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { request as httpRequest } from 'node:http'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
-import type { Upstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 import type { GatehouseContext, HeaderMap, TargetCredentials } from '../lib/index.js'
-
-async function upstreamFor (t: Test): Promise<Upstream> {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
-  return upstream
-}
 
 const KEY_A = 'key-for-a-0123456789'
 const KEY_B = 'key-for-b-9876543210'

@@ -1,17 +1,10 @@
 import t from 'tap'
-import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { Agent, request as httpRequest } from 'node:http'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
-import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
-
-async function upstreamFor (t: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const upstream = await startUpstream(handler)
-  t.teardown(upstream.close)
-  return upstream
-}
+import { upstreamFor } from './helpers/upstream.js'
+import type { UpstreamHandler } from './helpers/upstream.js'
 
 interface RawResponse { status: number, headers: IncomingHttpHeaders, body: Buffer, reusedSocket: boolean }
 

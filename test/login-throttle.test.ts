@@ -5,7 +5,7 @@ import { MemoryStore } from '../lib/index.js'
 import type { GatehouseOptions, LoginThrottleOptions } from '../lib/index.js'
 import { addressKey } from '../lib/auth/throttle.js'
 import { buildApp, testUsers } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 
 /*
  * Login throttling: failures per user name and per client address slow down,
@@ -16,8 +16,7 @@ import { startUpstream } from './helpers/upstream.js'
 interface Setup { app: FastifyInstance, calls: () => number }
 
 async function setup (t: Test, throttle: LoginThrottleOptions, extra: Partial<GatehouseOptions['auth']> = {}): Promise<Setup> {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const users = await testUsers()
   let calls = 0
   const app = await buildApp(t, {
@@ -126,8 +125,7 @@ t.test('the lockout ends with the window', async (t) => {
 })
 
 t.test('throttling is off by default', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
   for (let i = 0; i < 15; i++) t.equal((await login(app, 'alice', `wrong-${i}`)).statusCode, 401)
 })

@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyRequest, LightMyRequestResponse } from 'fa
 import { hashPassword, staticUsers } from '../lib/index.js'
 import type { GatehouseOptions, LoginCredentials } from '../lib/index.js'
 import { bearer, buildApp } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream } from './helpers/upstream.js'
 
 /*
@@ -16,8 +16,7 @@ import type { Upstream } from './helpers/upstream.js'
 interface Setup { app: FastifyInstance, upstream: Upstream }
 
 async function setup (t: Test, auth?: Partial<GatehouseOptions['auth']>): Promise<Setup> {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], ...(auth === undefined ? {} : { auth }) })
   return { app, upstream }
 }
@@ -208,8 +207,7 @@ function median (values: number[]): number {
 }
 
 t.test('unknown user and wrong password take similar time with a real scrypt cost', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   // The default hashPassword cost: the one production tables use.
   const verify = staticUsers({ carol: { passwordHash: await hashPassword('carol-pw'), claims: { sub: 'carol' } } })
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { login: { verify } } })
@@ -239,8 +237,7 @@ t.test('unknown user and wrong password take similar time with a real scrypt cos
 })
 
 t.test('a custom login path serves the login route there and not at /login', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, {
     targets: [{ prefix: '/api', upstream: upstream.url }],
     auth: { login: { path: '/auth/token', verify: async ({ username }) => ({ sub: username }) } }
@@ -254,8 +251,7 @@ t.test('a custom login path serves the login route there and not at /login', asy
 })
 
 t.test('login: false has no login route, and tokens minted elsewhere with the same secret work', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const verifyOnly = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { login: false } })
   const issuer = await buildApp(t, { targets: [] })
 
@@ -297,8 +293,7 @@ t.test('the verify function receives the credentials and the request', async (t)
 })
 
 t.test('a verify that throws gives 500 FST_GATEHOUSE_INTERNAL without leaking its message', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, {
     targets: [{ prefix: '/api', upstream: upstream.url }],
     auth: {
@@ -317,8 +312,7 @@ t.test('a verify that throws gives 500 FST_GATEHOUSE_INTERNAL without leaking it
 })
 
 t.test('a verify that returns a non-object gives 401', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, {
     targets: [{ prefix: '/api', upstream: upstream.url }],
     auth: { login: { verify: async () => null } }
@@ -329,8 +323,7 @@ t.test('a verify that returns a non-object gives 401', async (t) => {
 })
 
 t.test('time claims from verify are ignored: the gateway sets iat and exp', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const far = Math.floor(Date.now() / 1000) + 10 * 365 * 86400
   const app = await buildApp(t, {
     targets: [{ prefix: '/api', upstream: upstream.url }],

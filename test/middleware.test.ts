@@ -1,17 +1,9 @@
 import t from 'tap'
-import type { Test } from 'tap'
 import { setTimeout as delay } from 'node:timers/promises'
 import { request } from 'undici'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
-import { echo, startUpstream } from './helpers/upstream.js'
-import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
+import { echo, upstreamFor } from './helpers/upstream.js'
 import type { GatehouseContext, Middleware, MiddlewareEntry, Next } from '../lib/index.js'
-
-async function upstreamFor (t: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const upstream = await startUpstream(handler)
-  t.teardown(upstream.close)
-  return upstream
-}
 
 interface Traced { trace: string[] }
 

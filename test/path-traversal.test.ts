@@ -2,7 +2,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { buildApp, listen, tokenFor } from './helpers/app.js'
 import type { TargetOptions } from '../lib/index.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream } from './helpers/upstream.js'
 import { rawGet } from './helpers/raw-request.js'
 import type { RawResponse } from './helpers/raw-request.js'
@@ -13,8 +13,7 @@ import type { RawResponse } from './helpers/raw-request.js'
  */
 
 async function gateway (t: Test, target: Partial<TargetOptions> = {}): Promise<{ upstream: Upstream, port: number, auth: Record<string, string> }> {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, ...target }] })
   const port = Number(new URL(await listen(app)).port)
   return { upstream, port, auth: { Authorization: `Bearer ${tokenFor(app)}` } }
@@ -94,8 +93,7 @@ t.test('a traversal on a public target is refused', async (t) => {
 })
 
 t.test('a traversal across params of the prefix is refused', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/shops/:shopId/tx', upstream: upstream.url }] })
   const port = Number(new URL(await listen(app)).port)
   const auth = { Authorization: `Bearer ${tokenFor(app, { sub: 'WAL001' })}` }
@@ -105,8 +103,7 @@ t.test('a traversal across params of the prefix is refused', async (t) => {
 })
 
 t.test('a traversal in the param itself is refused', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/shops/:shopId/tx', upstream: upstream.url, rewritePrefix: '/v1/:shopId' }] })
   const port = Number(new URL(await listen(app)).port)
   const auth = { Authorization: `Bearer ${tokenFor(app)}` }
@@ -137,8 +134,7 @@ for (const [name, path, expected] of LEGIT) {
 }
 
 t.test('a legit path under a base path and a rewritten prefix passes', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: `${upstream.url}/base`, rewritePrefix: '/v2' }] })
   const port = Number(new URL(await listen(app)).port)
   const res = await rawGet(`http://127.0.0.1:${port}`, '/api/a.b/%20x', { Authorization: `Bearer ${tokenFor(app)}` })

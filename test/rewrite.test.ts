@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TargetOptions } from '../lib/index.js'
 import { bearer, buildApp, listen, tokenFor } from './helpers/app.js'
 import { rawGet } from './helpers/raw-request.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream } from './helpers/upstream.js'
 import { openClient, startWsUpstream, wsUrl } from './helpers/ws-upstream.js'
 
@@ -16,8 +16,7 @@ import { openClient, startWsUpstream, wsUrl } from './helpers/ws-upstream.js'
 interface Setup { app: FastifyInstance, upstream: Upstream, base: string }
 
 async function setup (t: Test, target: Partial<TargetOptions<any, any>>, prefix = '/transactions', basePath = ''): Promise<Setup> {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix, upstream: upstream.url + basePath, ...target }] })
   return { app, upstream, base: await listen(app) }
 }

@@ -1,17 +1,9 @@
 import t from 'tap'
-import type { Test } from 'tap'
 import Fastify from 'fastify'
 import type { HTTPMethods } from 'fastify'
 import gatehouse from '../lib/index.js'
 import { buildApp, bearer, SECRET, testUsers, tokenFor } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
-import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
-
-async function upstreamFor (t: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const upstream = await startUpstream(handler)
-  t.teardown(upstream.close)
-  return upstream
-}
+import { upstreamFor } from './helpers/upstream.js'
 
 t.test('a prefix matches itself', async (t) => {
   const upstream = await upstreamFor(t)

@@ -1,10 +1,9 @@
 import t from 'tap'
 import { buildApp, bearer, tokenFor } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 
 t.test('a proxied GET reaches the upstream with its key and without the caller token', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, credentials: { header: 'x-api-key', value: 'k1' } }] })
   const res = await app.inject({ url: '/api/items?a=1', headers: { ...bearer(tokenFor(app)), 'x-api-key': 'spoofed' } })
   t.equal(res.statusCode, 200)

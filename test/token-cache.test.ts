@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { VerifiedTokens } from '../lib/auth/verified.js'
 import type { GatehouseClaims } from '../lib/index.js'
 import { bearer, buildApp, tokenFor } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 
 /*
  * The verification cache: keyed by the whole token, never past `exp`,
@@ -56,8 +56,7 @@ t.test('cached claims are frozen, nested values included', async (t) => {
 })
 
 t.test('through the gateway: a cached token is refused once it expires', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   // exp = iat + 2 with iat in whole seconds: at least a second to make the first two requests.
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { expiresIn: 2 } })
   const token = tokenFor(app)
@@ -74,8 +73,7 @@ t.test('through the gateway: a cached token is refused once it expires', async (
 })
 
 t.test('through the gateway: a middleware cannot change the claims the next request sees', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, {
     targets: [{
       prefix: '/api',

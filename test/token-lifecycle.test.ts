@@ -7,7 +7,7 @@ import { request } from 'undici'
 import { MemoryStore } from '../lib/index.js'
 import type { GatehouseOptions, GatehouseStore } from '../lib/index.js'
 import { bearer, buildApp, listen } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream } from './helpers/upstream.js'
 
 /*
@@ -19,8 +19,7 @@ import type { Upstream } from './helpers/upstream.js'
 interface Setup { app: FastifyInstance, upstream: Upstream }
 
 async function setup (t: Test, auth: Partial<GatehouseOptions['auth']> = {}): Promise<Setup> {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { refresh: true, ...auth } })
   return { app, upstream }
 }
@@ -292,8 +291,7 @@ t.test('a failing store fails closed with 503 and the upstream is not contacted'
 })
 
 t.test('lifecycle options are checked at register time', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const cases: Array<[string, Partial<GatehouseOptions['auth']>, GatehouseOptions['targets']?]> = [
     ['refresh without login', { login: false, refresh: true }],
     ['logout with nothing to revoke', { logout: true }],
@@ -311,8 +309,7 @@ t.test('lifecycle options are checked at register time', async (t) => {
 })
 
 t.test('without refresh, login answers as before and tokens carry neither sid nor jti', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
   const res = await app.inject({ method: 'POST', url: '/login', payload: { username: 'alice', password: 'alice-pw' } })
   t.strictSame(Object.keys(res.json()).sort(), ['claims', 'expiresIn', 'token', 'tokenType'])

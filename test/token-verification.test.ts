@@ -4,7 +4,7 @@ import { createHmac, generateKeyPair, sign as cryptoSign } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { GatehouseOptions, TargetOptions, TokenAlgorithm } from '../lib/index.js'
 import { SECRET, bearer, buildApp } from './helpers/app.js'
-import { startUpstream } from './helpers/upstream.js'
+import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream } from './helpers/upstream.js'
 
 /*
@@ -81,8 +81,7 @@ const RSA = ASYMMETRIC[0] as AsymmetricCase
 interface Gateway { app: FastifyInstance, upstream: Upstream }
 
 async function gateway (t: Test, auth?: Partial<GatehouseOptions['auth']>, target: Partial<TargetOptions> = {}): Promise<Gateway> {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, ...target }], ...(auth === undefined ? {} : { auth }) })
   return { app, upstream }
 }
@@ -333,8 +332,7 @@ t.test('a public target is reachable without a token', async (t) => {
 })
 
 t.test('a protected target beside a public one still needs a token', async (t) => {
-  const upstream = await startUpstream()
-  t.teardown(upstream.close)
+  const upstream = await upstreamFor(t)
   const app = await buildApp(t, {
     targets: [{ prefix: '/health', upstream: upstream.url, public: true }, { prefix: '/api', upstream: upstream.url }]
   })

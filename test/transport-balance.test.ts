@@ -1,14 +1,6 @@
 import t from 'tap'
-import type { Test } from 'tap'
 import { buildApp, bearer, tokenFor } from './helpers/app.js'
-import { closedPort, startUpstream } from './helpers/upstream.js'
-import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
-
-async function upstreamFor (t: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const upstream = await startUpstream(handler)
-  t.teardown(upstream.close)
-  return upstream
-}
+import { closedPort, upstreamFor } from './helpers/upstream.js'
 
 t.test('round-robin across upstreams, each with its own Host', async (t) => {
   const a = await upstreamFor(t)

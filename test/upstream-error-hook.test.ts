@@ -1,16 +1,10 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildApp, bearer, tokenFor } from './helpers/app.js'
-import { closedPort, startUpstream } from './helpers/upstream.js'
-import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
+import { closedPort, upstreamFor } from './helpers/upstream.js'
+import type { UpstreamHandler } from './helpers/upstream.js'
 import type { TargetOptions, UpstreamFailure } from '../lib/index.js'
 import { errors } from '../lib/index.js'
-
-async function upstreamFor (t: Test, handler: UpstreamHandler): Promise<Upstream> {
-  const upstream = await startUpstream(handler)
-  t.teardown(upstream.close)
-  return upstream
-}
 
 const unavailable: UpstreamHandler = (_req, res) => {
   res.writeHead(503, { 'content-type': 'application/json', 'x-internal-host': 'db-7' }).end('{"reason":"db-7 is down","retryIn":30}')

@@ -3,15 +3,8 @@ import type { Test } from 'tap'
 import { Agent, request as httpRequest } from 'node:http'
 import type { IncomingHttpHeaders } from 'node:http'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
-import { closedPort, startUpstream } from './helpers/upstream.js'
-import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
+import { closedPort, upstreamFor } from './helpers/upstream.js'
 import { rawUpstream } from './helpers/faulty-upstream.js'
-
-async function upstreamFor (t: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const upstream = await startUpstream(handler)
-  t.teardown(upstream.close)
-  return upstream
-}
 
 function assertErrorBody (t: Test, body: string, status: number, code: string, error: string, message: string): void {
   t.same(JSON.parse(body), { statusCode: status, code, error, message })

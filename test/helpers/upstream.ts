@@ -1,3 +1,4 @@
+import type { Test } from 'tap'
 import { createServer } from 'node:http'
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -68,6 +69,13 @@ export async function startUpstream (handler: UpstreamHandler = echo, opts: { ra
       server.close(() => resolve())
     })
   }
+}
+
+/** A real HTTP upstream (see startUpstream), closed on the test's teardown. */
+export async function upstreamFor (t: Test, handler?: UpstreamHandler): Promise<Upstream> {
+  const upstream = await startUpstream(handler)
+  t.teardown(upstream.close)
+  return upstream
 }
 
 /** A port on 127.0.0.1 where nothing listens (bound, then released). */
