@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { ShuttingDownError } from '../errors.js'
 
 const DRAIN = Symbol.for('fastify-gatehouse.drain')
@@ -12,7 +12,8 @@ class Drain {
   readonly transports = new Set<Closable>()
   readonly #idle: Array<() => void> = []
 
-  done (): void {
+  /** A response's 'close' listener: it fires once, when the response is done or cut. */
+  readonly done = (): void => {
     this.inFlight--
     if (this.inFlight === 0) for (const wake of this.#idle.splice(0)) wake()
   }
@@ -41,13 +42,6 @@ class Drain {
 export function gracefulShutdown (scope: FastifyInstance, settings: { readonly drainTimeout: number }): void {
   const drain = new Drain()
   scope.decorate(DRAIN as unknown as string, drain)
-  const counted = new WeakSet<FastifyReply>()
-  const finish = (reply: FastifyReply): void => {
-    if (!counted.has(reply)) return
-    counted.delete(reply)
-    drain.done()
-  }
-
   scope.addHook('onRequest', (request, reply, done) => {
     // WebSocket tunnels are closed (1001) by their own onClose; an upgrade's
     // reply never finishes, so it is not waited for.
@@ -57,13 +51,10 @@ export function gracefulShutdown (scope: FastifyInstance, settings: { readonly d
       done(new ShuttingDownError())
       return
     }
-    counted.add(reply)
     drain.inFlight++
-    reply.raw.once('close', () => finish(reply))
-    done()
-  })
-  scope.addHook('onResponse', (_request, reply, done) => {
-    finish(reply)
+    // One shared listener, no per-request closure: the response emits 'close'
+    // exactly once, after it finished or when its connection went.
+    reply.raw.on('close', drain.done)
     done()
   })
 
