@@ -22,14 +22,22 @@ function decoded (body: Buffer, encoding: string | undefined): Buffer {
   return encoding === 'gzip' ? gunzipSync(body) : body
 }
 
+export interface CheckResult {
+  /** What went wrong; empty when the contender is correct. */
+  failures: string[]
+  /** The small and large bodies' sizes, before and after the contender's gzip (same level, same bytes expected). */
+  gzipped: string
+}
+
 /**
  * Checks that a contender does the job before it is timed: 200 with valid
  * credentials, 401 (and no upstream call) without, the same body after
  * decompression, gzip when accepted, and the upstream got the API key and
- * never the caller's Authorization. Returns the failures, empty when correct.
+ * never the caller's Authorization.
  */
-export async function checkContender (contender: Contender, ctx: CheckContext): Promise<string[]> {
+export async function checkContender (contender: Contender, ctx: CheckContext): Promise<CheckResult> {
   const failures: string[] = []
+  const bodyBytes: string[] = []
   const expect = (ok: boolean, what: string): void => { if (!ok) failures.push(what) }
   const gateway = contender.name !== 'direct'
   const auth = contender.credentials
@@ -49,6 +57,7 @@ export async function checkContender (contender: Contender, ctx: CheckContext): 
     // The upstream itself never compresses: `direct` is the uncompressed limit.
     if (gateway) expect(encoding === 'gzip', `GET ${route}: not gzipped although accepted (content-encoding ${encoding})`)
     expect(res.status === 200 && decoded(res.body, encoding).equals(body), `GET ${route} gzip: body differs after decompression`)
+    bodyBytes.push(`${body.length} -> ${res.body.length} B`)
   }
 
   const before = (await lastSeen(ctx.upstream)).count
@@ -77,5 +86,5 @@ export async function checkContender (contender: Contender, ctx: CheckContext): 
   const download = await fetchRaw(`${contender.url}${ROUTES.download}?bytes=${CHECK_DOWNLOAD_BYTES}`, { headers: auth })
   expect(download.status === 200 && download.body.length === CHECK_DOWNLOAD_BYTES,
     `GET download: status ${download.status}, ${download.body.length} bytes, expected ${CHECK_DOWNLOAD_BYTES}`)
-  return failures
+  return { failures, gzipped: bodyBytes.join(', ') }
 }

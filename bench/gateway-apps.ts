@@ -11,6 +11,12 @@ export interface GatewayConfig {
   upstream: string
   jwtSecret: string
   apiKey: string
+  /** zlib level for gzip; undefined keeps the default. Both gateways get the same. */
+  gzipLevel?: number | undefined
+}
+
+function compressOptions (config: GatewayConfig): { zlibOptions?: { level: number } } {
+  return config.gzipLevel === undefined ? {} : { zlibOptions: { level: config.gzipLevel } }
 }
 
 export const GATEWAYS = ['baseline', 'gatehouse'] as const
@@ -28,7 +34,7 @@ const HOST_OPTIONS = { logger: false, requestTimeout: 300_000 } as const
  */
 export async function buildBaseline (config: GatewayConfig): Promise<FastifyInstance> {
   const app = Fastify(HOST_OPTIONS)
-  await app.register(fastifyCompress)
+  await app.register(fastifyCompress, compressOptions(config))
   await app.register(fastifyJwt, { secret: config.jwtSecret })
   app.addHook('onRequest', async (request, reply) => {
     try {
@@ -56,6 +62,7 @@ export async function buildGatehouse (config: GatewayConfig): Promise<FastifyIns
   const app = Fastify(HOST_OPTIONS)
   await app.register(gatehouse, {
     auth: { secret: config.jwtSecret, login: false },
+    compress: compressOptions(config),
     targets: [{
       prefix: PREFIX,
       upstream: config.upstream,

@@ -12,7 +12,8 @@ async function main (): Promise<void> {
   const app = await BUILDERS[name]({
     upstream: requireEnv('BENCH_UPSTREAM'),
     jwtSecret: requireEnv('BENCH_JWT_SECRET'),
-    apiKey: requireEnv('BENCH_API_KEY')
+    apiKey: requireEnv('BENCH_API_KEY'),
+    gzipLevel: process.env.BENCH_GZIP_LEVEL === undefined || process.env.BENCH_GZIP_LEVEL === '' ? undefined : Number(process.env.BENCH_GZIP_LEVEL)
   })
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   serveRunner(url, () => app.close())

@@ -53,6 +53,7 @@ const USAGE = `usage: npm run bench -- [options]
   --contenders a,b     contenders: ${CONTENDERS.join(', ')}
   --rounds N           repeat everything N times: tables show the median run, targets the median of per-round ratios (default 1)
   --stream-mib N       MiB per streamed transfer (default ${STREAM_BYTES / MIB})
+  --gzip-level N       zlib level 1-9 for both gateways (default: @fastify/compress's, zlib's 6)
   --profile            run the gateways under node --cpu-prof and summarise the profiles`
 
 interface Options {
@@ -62,6 +63,8 @@ interface Options {
   contenders: ContenderName[]
   rounds: number
   streamBytes: number
+  /** Both gateways' gzip level; undefined leaves each at its default. */
+  gzipLevel: number | undefined
   profile: boolean
   quick: boolean
 }
@@ -93,6 +96,7 @@ function parseOptions (argv: string[]): Options {
       contenders: { type: 'string' },
       rounds: { type: 'string' },
       'stream-mib': { type: 'string' },
+      'gzip-level': { type: 'string' },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false }
     }
@@ -110,8 +114,16 @@ function parseOptions (argv: string[]): Options {
     contenders: list(values.contenders, CONTENDERS, '--contenders'),
     rounds: Math.round(positive(values.rounds, '--rounds', 1)),
     streamBytes: Math.round(positive(values['stream-mib'], '--stream-mib', (quick ? QUICK_STREAM_BYTES : STREAM_BYTES) / MIB) * MIB),
+    gzipLevel: gzipLevel(values['gzip-level']),
     profile: values.profile === true
   }
+}
+
+function gzipLevel (value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1 || n > 9) throw new Error(`--gzip-level expects an integer from 1 to 9, got "${value}"\n${USAGE}`)
+  return n
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -139,7 +151,7 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
   const apiKey = randomBytes(24).toString('hex')
   const jwtSecret = randomBytes(32).toString('hex')
   const cpu = pinning === undefined ? {} : { cpu: pinning.serverCpu }
-  const env = { ...process.env, BENCH_API_KEY: apiKey, BENCH_JWT_SECRET: jwtSecret }
+  const env = { ...process.env, BENCH_API_KEY: apiKey, BENCH_JWT_SECRET: jwtSecret, BENCH_GZIP_LEVEL: String(opts.gzipLevel ?? '') }
   const upstream = await ServerProcess.start('upstream', `${HERE}upstream.ts`, [], { env, ...cpu })
 
   const token = signHs256({ sub: 'bench', role: 'reader' }, jwtSecret)
@@ -291,6 +303,7 @@ async function main (): Promise<number> {
   console.log(`load: ${loaderNote}, ${CONNECTIONS} connections, ${opts.warmupSec} s warm-up + ${opts.durationSec} s per run, ${opts.rounds} round(s)`)
   console.log(`cpu: ${pinningNote}`)
   console.log(`scenarios: ${opts.scenarios.join(', ')}; contenders: ${opts.contenders.join(', ')}; streamed: ${opts.streamBytes / MIB} MiB each way`)
+  console.log(`gzip level: ${opts.gzipLevel === undefined ? 'each gateway\'s default (zlib\'s 6 for both)' : `${opts.gzipLevel} for both gateways`}`)
   // Read once: the tree may move on while the run goes, the children loaded this one.
   const commit = gitCommit()
   console.log(`commit: ${commit ?? 'unknown'}\n`)
@@ -300,9 +313,9 @@ async function main (): Promise<number> {
   const checks: Partial<Record<ContenderName, string[]>> = {}
   const correct: Contender[] = []
   for (const contender of fixture.contenders) {
-    const failures = await checkContender(contender, { upstream: fixture.upstream.url, apiKey: fixture.apiKey, expected })
+    const { failures, gzipped } = await checkContender(contender, { upstream: fixture.upstream.url, apiKey: fixture.apiKey, expected })
     checks[contender.name] = failures
-    console.log(`check ${contender.name}: ${failures.length === 0 ? 'ok' : `FAILED\n  ${failures.join('\n  ')}`}`)
+    console.log(`check ${contender.name}: ${failures.length === 0 ? `ok (with Accept-Encoding: gzip, ${gzipped})` : `FAILED\n  ${failures.join('\n  ')}`}`)
     if (failures.length === 0) correct.push(contender)
   }
   console.log()
