@@ -189,9 +189,9 @@ function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
 
 /**
  * Sends a response. An upstream body stream of known length up to
- * `bufferUpTo` bytes is read whole first: one write, and one compress call
- * (small bodies synchronously, larger ones as a single job off the event
- * loop) instead of a stream pipeline per chunk. `ctx`, when given, holds body
+ * `bufferUpTo` bytes is read whole first: one write, and one synchronous
+ * compress call (within @fastify/compress's `syncThreshold`) instead of a
+ * stream pipeline. `ctx`, when given, holds body
  * streams to release once they can no longer be sent: at once if the upstream
  * body was read whole, else when the reply is done.
  */

@@ -128,9 +128,10 @@ export interface TransportOptions {
   http2?: boolean
   /**
    * Upstream responses that declare a `Content-Length` of at most this many
-   * bytes are read whole before the answer starts: one write, one compress
-   * call. Each response in flight may hold that much. 0 streams every
-   * response. Default 262144 (256 KiB).
+   * bytes are read whole before the answer starts: one write, and one
+   * synchronous compress call when @fastify/compress's `syncThreshold`
+   * allows. Each response in flight may hold that much. 0 streams every
+   * response. Default 65536 (64 KiB).
    */
   bufferResponses?: number
 }
@@ -159,7 +160,7 @@ export const DEFAULT_PASSIVE_HEALTH = Object.freeze({ failures: 5, coolDown: 10_
 export const DEFAULT_ACTIVE_HEALTH = Object.freeze({ interval: 5_000, timeout: 2_000, healthyThreshold: 2, unhealthyThreshold: 2 })
 export const DEFAULT_CIRCUIT_BREAKER = Object.freeze({ window: 10_000, minRequests: 20, failureRate: 0.5, coolDown: 5_000, halfOpenRequests: 1 })
 export const DEFAULT_DRAIN_TIMEOUT = 10_000
-export const DEFAULT_BUFFER_RESPONSES = 256 * 1024
+export const DEFAULT_BUFFER_RESPONSES = 64 * 1024
 const MAX_BUFFER_RESPONSES = 64 * 1024 * 1024
 
 // Node timers overflow above this many milliseconds.
