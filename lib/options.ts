@@ -8,6 +8,8 @@ import type { ResolvedLifecycle } from './auth/lifecycle-options.js'
 import { resolveRules } from './auth/rules.js'
 import type { ResolvedRules } from './auth/rules.js'
 import { resolveRewrite } from './proxy/rewrite.js'
+import { resolveHeaderPolicy } from './proxy/headers.js'
+import type { ResolvedHeaderPolicy } from './proxy/headers.js'
 import type { ResolvedRewrite } from './proxy/rewrite.js'
 import type { ResolvedWebSocket } from './ws/options.js'
 import { resolveShutdown, resolveTransport } from './transport/options.js'
@@ -83,6 +85,8 @@ export interface ResolvedTarget {
   readonly websocket: ResolvedWebSocket | undefined
   /** Pool, TLS, retries, balancing, health, breaker, rewriting; `origins` lists every upstream. */
   readonly transport: ResolvedTransport
+  /** What goes upstream and back of the headers (`forwardHeaders`, `hideResponseHeaders`). */
+  readonly headerPolicy: ResolvedHeaderPolicy
 }
 
 export interface ResolvedOptions {
@@ -273,6 +277,7 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
     fail(`${at}.onUpstreamError`, 'a function (error, ctx) => response | undefined')
   }
 
+  const credentials = resolveCredentials(target.credentials, `${at}.credentials`)
   return {
     name: target.name === undefined ? prefix : optionalString(target.name, `${at}.name`) as string,
     prefix,
@@ -285,7 +290,7 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
       : target.rewritePrefix === '' ? '' : resolvePath(target.rewritePrefix, `${at}.rewritePrefix`).replace(/^\/$/, ''),
     rewrite: resolveRewrite(target, prefix, at),
     rules: resolveRules(target, prefix, at),
-    credentials: resolveCredentials(target.credentials, `${at}.credentials`),
+    credentials,
     authorize: target.authorize,
     public: target.public === true,
     middleware: resolveMiddleware(target.middleware, `${at}.middleware`),
@@ -294,7 +299,8 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
     maxBufferedBody: positiveInteger(target.maxBufferedBody, `${at}.maxBufferedBody`, DEFAULT_MAX_BUFFERED_BODY),
     onUpstreamError: target.onUpstreamError,
     websocket: resolveWebSocket(target.websocket, `${at}.websocket`),
-    transport: resolveTransport(target.transport, target.upstream, at)
+    transport: resolveTransport(target.transport, target.upstream, at),
+    headerPolicy: resolveHeaderPolicy(target, credentials.kind === 'static' ? Object.keys(credentials.headers) : [], at)
   }
 }
 

@@ -334,6 +334,25 @@ export interface TargetOptions<State extends object = Record<string, unknown>, C
    * @example { retry: { retries: 2 }, tls: { ca: readFileSync('ca.pem') } }
    */
   transport?: TransportOptions
+  /**
+   * Request headers the header policy drops that this target's upstream may
+   * receive as the caller sent them: `Forwarded`, `X-Forwarded-*` other than
+   * -For/-Host/-Proto, client address headers (`X-Real-IP`, `True-Client-IP`
+   * ...) and URL/method overrides. Only list a header the hop in front of the
+   * gateway sets itself. Hop-by-hop headers, `Host`, `Authorization` and
+   * `Expect` are refused at register. Default none.
+   * @example ['x-forwarded-prefix', 'x-http-method-override']
+   */
+  forwardHeaders?: string[]
+  /**
+   * Upstream response headers the client never sees, replacing the default
+   * list of server banners (`Server`, `X-Powered-By`, `X-AspNet-Version`,
+   * `X-AspNetMvc-Version`, `X-Runtime`, `X-Generator`, `X-Backend-Server`,
+   * `X-SourceFiles`); `false` passes them all. Hop-by-hop headers are
+   * dropped either way.
+   * @example ['server', 'x-powered-by', 'x-upstream-node']
+   */
+  hideResponseHeaders?: string[] | false
 }
 
 export interface GatehouseOptions {

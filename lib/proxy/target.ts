@@ -104,7 +104,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
             // Dropping the body (ctx.respond, a throwing middleware) destroys
             // it; that must not surface as an unhandled 'error' event.
             answer.stream.on('error', noop)
-            ctx.response = { status: answer.statusCode, headers: rewriteResponseHeaders(incomingHeaders(answer.headers), target, ctx.fastifyRequest, outgoing.path), body: answer.stream }
+            ctx.response = { status: answer.statusCode, headers: rewriteResponseHeaders(incomingHeaders(answer.headers, target.headerPolicy), target, ctx.fastifyRequest, outgoing.path), body: answer.stream }
             resolve()
           },
           onError (_reply, { error }) {
@@ -126,7 +126,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
         method: request.method,
         path: upstreamPath(target, path, params),
         query,
-        headers: outgoingHeaders(request, strip)
+        headers: outgoingHeaders(request, target.headerPolicy)
       }
       const ctx = await admit(target, info, outgoing, request, reply)
 

@@ -9,7 +9,7 @@ import {
 import type { ResolvedTarget } from '../options.js'
 import type { Composed } from '../proxy/compose.js'
 import { admit } from '../proxy/admit.js'
-import { outgoingHeaders } from '../proxy/headers.js'
+import { HOP_BY_HOP, outgoingHeaders } from '../proxy/headers.js'
 import { assertInsideBase, splitUrl, upstreamPath } from '../proxy/path.js'
 import { upstreamError } from '../proxy/upstream-errors.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
@@ -145,7 +145,7 @@ function openUpstream (
  * refused caller gets a plain HTTP error and a dead upstream a 502.
  */
 export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps): WebSocketRoute {
-  const { target, settings, tokens, info, strip, run, credentialHeaders, refuse } = deps
+  const { target, settings, tokens, info, run, credentialHeaders, refuse } = deps
   const wsOrigin = target.origin.replace(/^http/, 'ws')
   const pending = new WeakMap<FastifyRequest, Pending>()
   const open = new Set<WebSocket>()
@@ -172,7 +172,7 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
   }
 
   function upgradeHeaders (request: FastifyRequest): HeaderMap {
-    const headers = outgoingHeaders(request, strip)
+    const headers = outgoingHeaders(request, target.headerPolicy)
     for (const name in headers) {
       if (HANDSHAKE_HEADER.test(name)) delete headers[name]
     }
@@ -192,7 +192,8 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       if (value === undefined) continue
       const lower = name.toLowerCase()
       if (lower === 'sec-websocket-protocol') protocols = offeredProtocols(value)
-      else if (!HANDSHAKE_HEADER.test(lower)) headers[lower] = Array.isArray(value) ? value.join(', ') : value
+      // ws writes its own Connection and Upgrade; a middleware's copy would double them.
+      else if (!HANDSHAKE_HEADER.test(lower) && !HOP_BY_HOP.has(lower)) headers[lower] = Array.isArray(value) ? value.join(', ') : value
     }
     Object.assign(headers, await credentialHeaders(ctx))
     const url = wsOrigin + outgoing.path + (outgoing.query === '' ? '' : `?${outgoing.query}`)
