@@ -177,7 +177,7 @@ describe('README: TypeScript', () => {
     }
     const logged: Middleware = async (ctx, next) => {
       expect(ctx.state).type.toBe<object>()
-      ctx.log.info({ sub: ctx.user?.sub })
+      ctx.log.info({ path: ctx.request.path })
       await next()
     }
     const isAdmin = (ctx: GatehouseContext): boolean => ctx.user?.role === 'admin'
