@@ -28,7 +28,7 @@ export type {
   ShutdownOptions, TransportOptions, UpstreamTlsOptions
 } from './transport/options.js'
 export * as errors from './errors.js'
-export { Phase } from './types.js'
+export { Phase } from './proxy/phase.js'
 export { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 export type {
   BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure

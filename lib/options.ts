@@ -1,6 +1,6 @@
 import type { FastifyCompressOptions } from '@fastify/compress'
 import { InvalidMiddlewareError, InvalidOptionError } from './errors.js'
-import { Phase } from './types.js'
+import { Phase } from './proxy/phase.js'
 import { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 import { resolveWebSocket } from './ws/options.js'
 import { lifecycleRoutes, resolveLifecycle } from './auth/lifecycle-options.js'

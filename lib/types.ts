@@ -14,7 +14,8 @@ import type { ShutdownOptions, TransportOptions } from './transport/options.js'
  * }
  */
 export interface GatehouseClaims {
-  sub?: string
+  // No declared members: an augmentation may then declare any claim (even
+  // `sub: string`) without clashing with a modifier or type set here.
   [claim: string]: unknown
 }
 
@@ -182,24 +183,23 @@ export type TargetCredentials =
   | { basic: { username: string, password: string } }
   | ((ctx: GatehouseContext) => Promise<Record<string, string>> | Record<string, string>)
 
-/** Named middleware phases; any number in between works too. */
-export const Phase = Object.freeze({
-  clientEdge: 0,
-  proxy: 500,
-  targetEdge: 1000
-})
-export type PhaseName = keyof typeof Phase
+/** Names of the middleware phases: `Phase.clientEdge` (0), `Phase.proxy` (500), `Phase.targetEdge` (1000). */
+export type PhaseName = 'clientEdge' | 'proxy' | 'targetEdge'
 
 export type Next = () => Promise<void>
 
 /**
  * Onion middleware: code before `await next()` runs before the request leaves,
  * code after it runs once the upstream has answered.
+ *
+ * Without a `State` argument its `ctx.state` is `object`, so it fits any
+ * target, whether that target's state is an interface or a type alias; name
+ * the state it reads or writes (`Middleware<AuditState>`) to use it.
  */
-export type Middleware<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> =
+export type Middleware<State extends object = object, Claims extends GatehouseClaims = GatehouseClaims> =
   (ctx: GatehouseContext<State, Claims>, next: Next) => Promise<void> | void
 
-export interface MiddlewareEntry<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> {
+export interface MiddlewareEntry<State extends object = object, Claims extends GatehouseClaims = GatehouseClaims> {
   /** `'clientEdge'` (0), `'proxy'` (500, default), `'targetEdge'` (1000) or a number. */
   phase?: PhaseName | number
   handler: Middleware<State, Claims>
@@ -251,7 +251,7 @@ export interface TenantRule<Claims extends GatehouseClaims = GatehouseClaims> {
 }
 
 /** Returns the new leading prefix (`''` or an absolute path); the rest of the path is kept. */
-export type RewriteFunction<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> =
+export type RewriteFunction<State extends object = object, Claims extends GatehouseClaims = GatehouseClaims> =
   (ctx: GatehouseContext<State, Claims>) => string | Promise<string>
 
 export interface TargetOptions<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> {
@@ -447,11 +447,11 @@ export interface UpstreamFailure extends Error {
 /** A response, or nothing for the default. */
 export type UpstreamErrorResult = ProxyResponseInit | undefined | void
 
-export type UpstreamErrorHandler<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> =
+export type UpstreamErrorHandler<State extends object = object, Claims extends GatehouseClaims = GatehouseClaims> =
   (error: UpstreamFailure, ctx: GatehouseContext<State, Claims>) => UpstreamErrorResult | Promise<UpstreamErrorResult>
 
 /** The per-request context every middleware receives. */
-export interface GatehouseContext<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> {
+export interface GatehouseContext<State extends object = object, Claims extends GatehouseClaims = GatehouseClaims> {
   readonly request: ProxyRequest
   /** The response once the upstream answered (or `ctx.respond` ran); a plain `{ status, headers, body }` may be assigned. */
   get response (): ProxyResponse | undefined
@@ -499,7 +499,7 @@ export type WebSocketMessage =
 export type WebSocketHookResult = string | Buffer | null | undefined | void
 
 /** The per-connection context message hooks receive. */
-export interface WebSocketContext<State extends object = Record<string, unknown>> {
+export interface WebSocketContext<State extends object = object> {
   /** The same state object the upgrade's middleware saw. */
   state: State
   readonly user: GatehouseClaims | null
@@ -518,7 +518,7 @@ export interface WebSocketContext<State extends object = Record<string, unknown>
  * Runs on each message of one direction, in arrival order; results are sent
  * in the same order even when the hook is async.
  */
-export type WebSocketMessageHook<State extends object = Record<string, unknown>> =
+export type WebSocketMessageHook<State extends object = object> =
   (message: WebSocketMessage, ctx: WebSocketContext<State>) => WebSocketHookResult | Promise<WebSocketHookResult>
 
 export interface WebSocketOptions<State extends object = Record<string, unknown>> {

@@ -93,6 +93,8 @@ export function staticUsers (users: Record<string, StaticUser>): CredentialsVeri
     const user = table.get(username)
     const ok = await verifyPassword(password, user?.passwordHash ?? await decoy)
     if (user === undefined || !ok) return null
-    return { sub: username, ...user.claims }
+    // The table is typed by the user's claims augmentation; only a user
+    // without `claims` can lack a claim it requires, and `sub` is defaulted.
+    return { sub: username, ...user.claims } as GatehouseClaims
   }
 }
