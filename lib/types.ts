@@ -107,6 +107,14 @@ export interface RefreshOptions {
    * @example '90d'
    */
   maxAge?: number | string
+  /**
+   * Grace window after a rotation: the same refresh token used again within
+   * it (a double submit, two tabs) gets a fresh pair in the same session
+   * instead of revoking the session. Later reuse revokes it. Seconds or a
+   * duration, at most 60 s; `0` turns the window off. Default `'2s'`.
+   * @example 0
+   */
+  reuseInterval?: number | string
 }
 
 /** The logout route: `true` uses the defaults. */
