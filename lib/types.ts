@@ -125,8 +125,11 @@ export interface LogoutOptions {
    */
   path?: string
   /**
-   * Also refuse the caller's access token until it expires: tokens then carry
-   * a `jti` and every verification looks it up in the store. Default false.
+   * Also refuse the caller's access token, and every other access token of
+   * its session, until they expire: tokens then carry a `jti` and every
+   * verification (HTTP request, `verifyToken`) looks it and the session up in
+   * the store. Without it, logout still refuses new WebSocket upgrades of the
+   * session. Default false.
    * @example true
    */
   revokeAccessToken?: boolean
