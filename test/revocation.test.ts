@@ -1,11 +1,11 @@
 import t from 'tap'
 import type { Test } from 'tap'
-import { createHash } from 'node:crypto'
+import { createHash, createHmac } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { request } from 'undici'
 import { MemoryStore } from '../lib/index.js'
 import type { GatehouseOptions, GatehouseStore } from '../lib/index.js'
-import { bearer, buildApp, listen } from './helpers/app.js'
+import { bearer, buildApp, listen, SECRET } from './helpers/app.js'
 import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream } from './helpers/upstream.js'
 import { nextMessage, openClient, refusedUpgrade, startWsUpstream, wsUrl } from './helpers/ws-upstream.js'
@@ -216,4 +216,20 @@ t.test('a rotation mark without a time (written before the window existed) count
   const mark = `gatehouse:refresh-used:${createHash('sha256').update(refreshToken).digest('base64url')}`
   await store.set(mark, '1', 60_000)
   t.equal((await refresh(url, refreshToken)).body.code, 'FST_GATEHOUSE_REFRESH_TOKEN_REUSED')
+})
+
+t.test('a token whose sid was never issued by the gateway is refused where sessions are checked', async (t) => {
+  const { url, upstream } = await gateway(t, { logout: { revokeAccessToken: true } })
+  const now = Math.floor(Date.now() / 1000)
+  const part = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const forged = (claims: object): string => {
+    const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub: 'mallory', iat: now, exp: now + 60, ...claims })}`
+    return `${unsigned}.${createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`
+  }
+  // Signed with the gateway's key elsewhere: a sid that cannot be a session id, or an unknown one.
+  for (const sid of [42, '', 'x'.repeat(200), 'no-such-session']) {
+    t.equal((await get(`${url}/api/x`, forged({ sid }))).body.code, 'FST_GATEHOUSE_TOKEN_REVOKED', JSON.stringify(sid).slice(0, 20))
+  }
+  t.equal((await get(`${url}/api/x`, forged({}))).status, 200, 'no sid: no session to end')
+  t.equal(upstream.seen.length, 1)
 })
