@@ -108,6 +108,14 @@ export interface RefreshOptions {
    * @example '90d'
    */
   maxAge?: number | string
+  /**
+   * Grace window after a rotation: the same refresh token used again within
+   * it (a double submit, two tabs) gets a fresh pair in the same session
+   * instead of revoking the session. Later reuse revokes it. Seconds or a
+   * duration, at most 60 s; `0` turns the window off. Default `'2s'`.
+   * @example 0
+   */
+  reuseInterval?: number | string
 }
 
 /** The logout route: `true` uses the defaults. */
@@ -118,8 +126,11 @@ export interface LogoutOptions {
    */
   path?: string
   /**
-   * Also refuse the caller's access token until it expires: tokens then carry
-   * a `jti` and every verification looks it up in the store. Default false.
+   * Also refuse the caller's access token, and every other access token of
+   * its session, until they expire: tokens then carry a `jti` and every
+   * verification (HTTP request, `verifyToken`) looks it and the session up in
+   * the store. Without it, logout still refuses new WebSocket upgrades of the
+   * session. Default false.
    * @example true
    */
   revokeAccessToken?: boolean

@@ -88,7 +88,7 @@ t.test('login also returns an opaque refresh token, stored only as its SHA-256',
 })
 
 t.test('refresh rotates: a new pair in the login shape, the new access token works, the old refresh token is dead', async (t) => {
-  const { app, upstream } = await setup(t)
+  const { app, upstream } = await setup(t, { refresh: { reuseInterval: 0 } })
   const first = await login(app)
   const res = await refresh(app, first.refreshToken)
   t.equal(res.statusCode, 200)
@@ -109,7 +109,7 @@ t.test('refresh rotates: a new pair in the login shape, the new access token wor
 })
 
 t.test('reusing a rotated refresh token revokes the whole family: the newest one fails too', async (t) => {
-  const { app } = await setup(t)
+  const { app } = await setup(t, { refresh: { reuseInterval: 0 } })
   const first = await login(app)
   const second = (await refresh(app, first.refreshToken)).json() as Tokens
   const third = (await refresh(app, second.refreshToken)).json() as Tokens
@@ -123,7 +123,7 @@ t.test('reusing a rotated refresh token revokes the whole family: the newest one
   t.equal((await refresh(app, other.refreshToken)).statusCode, 200, 'other sessions are untouched')
 })
 
-t.test('two concurrent refreshes with one token: exactly one wins, the other revokes the family', async (t) => {
+t.test('without a reuse interval, two concurrent refreshes with one token: exactly one wins, the other revokes the family', async (t) => {
   // Holds every `add` until two are waiting, so both requests have passed every check before either marks the token.
   const inner = new MemoryStore()
   const held: Array<() => void> = []
@@ -142,7 +142,7 @@ t.test('two concurrent refreshes with one token: exactly one wins, the other rev
       return inner.add(key, value, ttl)
     }
   }
-  const { app } = await setup(t, { store })
+  const { app } = await setup(t, { store, refresh: { reuseInterval: 0 } })
   const { refreshToken } = await login(app)
   const [a, b] = await Promise.all([refresh(app, refreshToken), refresh(app, refreshToken)])
   t.equal(held.length, 2, 'both reached the atomic step')
@@ -153,8 +153,8 @@ t.test('two concurrent refreshes with one token: exactly one wins, the other rev
   assertError(t, await refresh(app, winner.refreshToken), 401, 'FST_GATEHOUSE_REFRESH_TOKEN_INVALID')
 })
 
-t.test('over a real socket, a burst of refreshes with one token has exactly one winner', async (t) => {
-  const { app, upstream } = await setup(t)
+t.test('without a reuse interval, over a real socket, a burst of refreshes with one token has exactly one winner', async (t) => {
+  const { app, upstream } = await setup(t, { refresh: { reuseInterval: 0 } })
   const url = await listen(app)
   const { refreshToken } = await login(app)
   const results = await Promise.all(Array.from({ length: 8 }, async () => {
@@ -297,6 +297,9 @@ t.test('lifecycle options are checked at register time', async (t) => {
     ['logout with nothing to revoke', { logout: true }],
     ['a bad refresh.expiresIn', { refresh: { expiresIn: '2 weeks' } }],
     ['maxAge shorter than expiresIn', { refresh: { expiresIn: '7d', maxAge: '1d' } }],
+    ['a negative reuseInterval', { refresh: { reuseInterval: -1 } }],
+    ['a reuseInterval over 60 s', { refresh: { reuseInterval: '2m' } }],
+    ['a reuseInterval that is no duration', { refresh: { reuseInterval: 'soon' } }],
     ['refresh on the login path', { refresh: { path: '/login' } }],
     ['a store without add', { refresh: true, store: { get: async () => undefined } as unknown as GatehouseStore }],
     ['a bad throttle', { login: { verify: async () => null, throttle: { user: { max: 0 } } } }],

@@ -10,6 +10,9 @@ import type { GatehouseStore } from './store.js'
 export const DEFAULT_REFRESH_PATH = '/token/refresh'
 export const DEFAULT_REFRESH_EXPIRES_IN_SECONDS = 14 * 86400
 export const DEFAULT_REFRESH_MAX_AGE_SECONDS = 30 * 86400
+export const DEFAULT_REFRESH_REUSE_INTERVAL_SECONDS = 2
+// A longer window is a longer time in which a stolen token forks the session unnoticed (Okta's cap).
+export const MAX_REFRESH_REUSE_INTERVAL_SECONDS = 60
 export const DEFAULT_LOGOUT_PATH = '/logout'
 export const DEFAULT_THROTTLE = Object.freeze({
   windowSeconds: 15 * 60,
@@ -28,6 +31,8 @@ export interface ResolvedRefresh {
   readonly path: string
   readonly expiresInSeconds: number
   readonly maxAgeSeconds: number
+  /** Seconds after a rotation in which the same refresh token gets a fresh pair instead of revoking; 0: never. */
+  readonly reuseIntervalSeconds: number
 }
 
 export interface ResolvedLogout {
@@ -65,6 +70,17 @@ function seconds (value: unknown, option: string, fallback: number): number {
   const match = typeof value === 'string' ? DURATION.exec(value) : null
   if (match === null || Number(match[1]) === 0) fail(option, 'a positive number of seconds or a duration such as "15m" or "14d"')
   return Number(match[1]) * (DURATION_UNITS[match[2] as string] as number)
+}
+
+/** Like `seconds`, but 0 is allowed (it turns the feature off) and the value is capped. */
+function interval (value: unknown, option: string, fallback: number, max: number): number {
+  if (value === undefined) return fallback
+  const match = typeof value === 'string' ? DURATION.exec(value) : null
+  const result = typeof value === 'number' && Number.isInteger(value)
+    ? value
+    : match === null ? -1 : Number(match[1]) * (DURATION_UNITS[match[2] as string] as number)
+  if (result < 0 || result > max) fail(option, `0 (off) or a number of seconds or duration such as "2s", at most ${max} s`)
+  return result
 }
 
 function count (value: unknown, option: string, fallback: number, min: number): number {
@@ -119,7 +135,7 @@ function isStore (value: unknown): value is GatehouseStore {
  * `auth.store`; called by `resolveAuth` once `auth.login` is known.
  */
 export function resolveLifecycle (opts: AuthOptions, loginPath: string | false): ResolvedLifecycle {
-  const refreshOpts = section<RefreshOptions>(opts.refresh, 'auth.refresh', '{ path?, expiresIn?, maxAge? }')
+  const refreshOpts = section<RefreshOptions>(opts.refresh, 'auth.refresh', '{ path?, expiresIn?, maxAge?, reuseInterval? }')
   const logoutOpts = section<LogoutOptions>(opts.logout ?? (refreshOpts === undefined ? undefined : true), 'auth.logout', '{ path?, revokeAccessToken? }')
   if (loginPath === false && refreshOpts !== undefined) fail('auth.refresh', 'false when auth.login is false (refresh needs the login route)')
   if (loginPath === false && logoutOpts !== undefined) fail('auth.logout', 'false when auth.login is false (logout needs the login route)')
@@ -129,7 +145,9 @@ export function resolveLifecycle (opts: AuthOptions, loginPath: string | false):
     const expiresInSeconds = seconds(refreshOpts.expiresIn, 'auth.refresh.expiresIn', DEFAULT_REFRESH_EXPIRES_IN_SECONDS)
     const maxAgeSeconds = seconds(refreshOpts.maxAge, 'auth.refresh.maxAge', Math.max(DEFAULT_REFRESH_MAX_AGE_SECONDS, expiresInSeconds))
     if (maxAgeSeconds < expiresInSeconds) fail('auth.refresh.maxAge', `a duration at least auth.refresh.expiresIn (${expiresInSeconds} s)`)
-    refresh = { path: routePath(refreshOpts.path, 'auth.refresh.path', DEFAULT_REFRESH_PATH), expiresInSeconds, maxAgeSeconds }
+    const reuseIntervalSeconds = interval(refreshOpts.reuseInterval, 'auth.refresh.reuseInterval',
+      DEFAULT_REFRESH_REUSE_INTERVAL_SECONDS, MAX_REFRESH_REUSE_INTERVAL_SECONDS)
+    refresh = { path: routePath(refreshOpts.path, 'auth.refresh.path', DEFAULT_REFRESH_PATH), expiresInSeconds, maxAgeSeconds, reuseIntervalSeconds }
   }
 
   let logout: ResolvedLogout | false = false

@@ -13,7 +13,11 @@ import type { TokenService } from './token.js'
  * Refresh tokens: opaque, random, stored only as a SHA-256 hash, each bound to
  * the claims of its login and to a family (one login session). Using one
  * rotates it: it dies and a new one of the same family is issued. Using a dead
- * one again means two parties hold it, so the whole family is revoked.
+ * one again means two parties hold it, so the whole family is revoked, except
+ * within `reuseInterval` of its rotation: a double submit or two tabs are far
+ * likelier there than a thief, and the late caller gets a fresh pair of the same
+ * family (Auth0's reuse interval, Okta's grace period). The rotation result is
+ * not replayed, as that would mean keeping a refresh token in clear in the store.
  */
 
 const REFRESH_TOKEN_BYTES = 32
@@ -75,17 +79,28 @@ export class RefreshSessions {
 
   /**
    * Kills the token and issues its successor. Of several concurrent calls with
-   * the same token, the one that marks it used first wins; the others are
-   * reuse and revoke the family.
+   * the same token, the one that marks it used first rotates it; the others,
+   * and any later call, get a fresh pair of the same family while within
+   * `reuseInterval` of that mark, and are reuse that revokes the family after it.
    */
   async rotate (token: string, log: FastifyBaseLogger): Promise<IssuedRefreshToken> {
     const hash = digest(token)
     const record = await this.#live(token, hash)
-    const first = await fromStore(this.#store.add(storeKeys.refreshUsed(hash), '1', Math.max(1, record.expiresAt - Date.now())))
+    const now = Date.now()
+    // The mark holds the rotation time, so one atomic `add` both elects the
+    // winner and tells the others how long ago it won.
+    const usedKey = storeKeys.refreshUsed(hash)
+    const first = await fromStore(this.#store.add(usedKey, String(now), Math.max(1, record.expiresAt - now)))
     if (!first) {
-      await this.revoke(record.family)
-      log.warn({ family: record.family, sub: record.claims.sub }, 'gatehouse refresh token reused: session revoked')
-      throw new RefreshTokenReusedError()
+      // A mark from a version without the window reads as NaN: reuse, as before.
+      const usedAt = Number(await fromStore(this.#store.get(usedKey)))
+      const windowMs = this.#options.reuseIntervalSeconds * 1000
+      if (!(windowMs > 0 && now - usedAt <= windowMs)) {
+        await this.revoke(record.family)
+        log.warn({ family: record.family, sub: record.claims.sub }, 'gatehouse refresh token reused: session revoked')
+        throw new RefreshTokenReusedError()
+      }
+      log.info({ family: record.family, sub: record.claims.sub }, 'gatehouse refresh token reused within reuseInterval: same session')
     }
     return this.#issue(record.family, record.claims, record.familyExpiresAt)
   }

@@ -14,7 +14,7 @@ import { StoreUnavailableError } from '../errors.js'
  *
  * Keys it uses (`<hash>` is the SHA-256 of a refresh token, base64url):
  * - `gatehouse:refresh:<hash>` a refresh token's record, until the token expires
- * - `gatehouse:refresh-used:<hash>` set once when the token is rotated or revoked
+ * - `gatehouse:refresh-used:<hash>` set once when the token is rotated, value: that time in epoch ms
  * - `gatehouse:family:<id>` present while a login session (refresh family) is alive
  * - `gatehouse:jti:<jti>` a revoked access token, until its `exp`
  * - `gatehouse:throttle:<user|address>:<id>` login attempts in the current window
@@ -33,7 +33,8 @@ export interface GatehouseStore {
    * Stores a value only if the key is absent; resolves `true` when this call
    * created it. Must be atomic across instances (Redis `SET NX`): refresh token
    * rotation relies on it so that of two concurrent uses of one token exactly
-   * one wins and the other is treated as reuse.
+   * one rotates it; the others read the value (the rotation time) to tell a
+   * reuse within `refresh.reuseInterval` from theft.
    */
   add: (key: string, value: string, ttlMs: number) => Promise<boolean>
   /**

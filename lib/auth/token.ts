@@ -22,21 +22,53 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 const JTI_BYTES = 16
 const MAX_JTI_LENGTH = 128
 
+/** Resolves true when verified claims must be refused as revoked. */
+export type RevocationCheck = (claims: GatehouseClaims) => Promise<boolean>
+
 export interface TokenService {
   /** Signs claims; `session` (the refresh family id) becomes the `sid` claim. */
   sign: (claims: GatehouseClaims, session?: string) => string
   verify: (token: string) => GatehouseClaims
   /**
-   * Resolves true when logout revoked this token. Present only when access
-   * token revocation is on, so the usual path stays synchronous.
+   * The check of HTTP requests and `verifyToken`: the token was revoked by
+   * logout, or its session ended. Present only with `revokeAccessToken`, so
+   * the usual path stays synchronous and lookup-free.
    */
-  revoked?: (claims: GatehouseClaims) => Promise<boolean>
+  revoked?: RevocationCheck
+  /**
+   * The check of WebSocket upgrades: the HTTP one, plus the session whenever
+   * refresh is on. An upgrade opens a tunnel that outlives the request, and
+   * upgrades are rare enough that one lookup each costs little.
+   */
+  upgradeRevoked?: RevocationCheck
 }
 
 /** The `jti` of verified claims when it can be used as a store key, else `undefined`. */
 export function tokenId (claims: GatehouseClaims): string | undefined {
   const { jti } = claims
   return typeof jti === 'string' && jti.length > 0 && jti.length <= MAX_JTI_LENGTH ? jti : undefined
+}
+
+/**
+ * Looks up what logout and reuse detection leave in the store: the token's own
+ * `jti` (when `jti` is checked) and its session, the refresh family named by
+ * `sid` (when `session` is checked). A token without a `sid` (signed with
+ * `signToken`, or before refresh was on) has no session to end; a `sid` that
+ * cannot be a store key was never issued by this gateway and is refused.
+ */
+function revocationCheck (store: GatehouseStore, jti: boolean, session: boolean): RevocationCheck | undefined {
+  if (!jti && !session) return undefined
+  return async function revoked (claims) {
+    const sid = session ? claims.sid : undefined
+    if (sid !== undefined && (typeof sid !== 'string' || sid.length === 0 || sid.length > MAX_JTI_LENGTH)) return true
+    // Tokens signed before revocation was turned on have no jti: they cannot have been revoked.
+    const id = jti ? tokenId(claims) : undefined
+    const [revokedId, liveSession] = await Promise.all([
+      id === undefined ? undefined : fromStore(store.get(storeKeys.revokedJti(id))),
+      sid === undefined ? 'no session' : fromStore(store.get(storeKeys.family(sid)))
+    ])
+    return revokedId !== undefined || liveSession === undefined
+  }
 }
 
 /**
@@ -68,7 +100,11 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
   })
   const jwt = scope.jwt
   const { refresh, logout } = auth.lifecycle
-  const revocation = logout !== false && logout.revokeAccessToken && store !== undefined ? store : undefined
+  const revokeAccessToken = logout !== false && logout.revokeAccessToken && store !== undefined
+  // Only the gateway puts a sid in tokens, and only when refresh is on.
+  const sessions = refresh !== false && store !== undefined
+  const revoked = store === undefined ? undefined : revocationCheck(store, revokeAccessToken, revokeAccessToken && sessions)
+  const upgradeRevoked = store === undefined ? undefined : revocationCheck(store, revokeAccessToken, sessions)
   const verified = new VerifiedTokens(VERIFY_CACHE_SIZE)
 
   return {
@@ -80,7 +116,7 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
         delete rest.sid
         if (session !== undefined) rest.sid = session
       }
-      if (revocation !== undefined) rest.jti = randomBytes(JTI_BYTES).toString('base64url')
+      if (revokeAccessToken) rest.jti = randomBytes(JTI_BYTES).toString('base64url')
       return jwt.sign(rest)
     },
     verify (token) {
@@ -95,17 +131,19 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
       }
       return verified.add(token, claims, now)
     },
-    ...(revocation === undefined
-      ? {}
-      : {
-          async revoked (claims: GatehouseClaims): Promise<boolean> {
-            // Tokens signed before revocation was turned on have no jti: they cannot have been revoked.
-            const jti = tokenId(claims)
-            if (jti === undefined) return false
-            return await fromStore(revocation.get(storeKeys.revokedJti(jti))) !== undefined
-          }
-        })
+    ...(revoked === undefined ? {} : { revoked }),
+    ...(upgradeRevoked === undefined ? {} : { upgradeRevoked })
   }
+}
+
+/**
+ * Verifies a token as a proxied HTTP route does: signature and claims, then,
+ * when access tokens can be revoked, the store. Throws a 401 gatehouse error.
+ */
+export async function verifyAccessToken (tokens: TokenService, token: string): Promise<GatehouseClaims> {
+  const claims = tokens.verify(token)
+  if (tokens.revoked !== undefined && await tokens.revoked(claims)) throw new TokenRevokedError()
+  return claims
 }
 
 /** The bearer token of a request, or `undefined`; throws on a malformed one. */
@@ -119,11 +157,13 @@ export function bearerToken (request: FastifyRequest): string | undefined {
 
 /**
  * An onRequest hook that sets `request.user` from a valid bearer token or fails with 401.
- * `find` locates the token; WebSocket upgrades pass one that also reads their other carriers.
+ * `find` locates the token; WebSocket upgrades pass one that also reads their other carriers,
+ * and `check` picks the revocation check for a request (none: no store lookup).
  */
 export function requireToken (
   tokens: TokenService,
-  find: (request: FastifyRequest) => string | undefined = bearerToken
+  find: (request: FastifyRequest) => string | undefined = bearerToken,
+  check: (request: FastifyRequest) => RevocationCheck | undefined = () => tokens.revoked
 ): onRequestHookHandler {
   return function verifyBearerToken (request, _reply, done) {
     let claims: GatehouseClaims
@@ -135,12 +175,13 @@ export function requireToken (
       done(err as Error)
       return
     }
-    if (tokens.revoked === undefined) {
+    const revoked = check(request)
+    if (revoked === undefined) {
       request.user = claims
       done()
       return
     }
-    tokens.revoked(claims).then((revoked) => {
+    revoked(claims).then((revoked) => {
       if (revoked) {
         done(new TokenRevokedError())
         return

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { WebsocketHandler } from '@fastify/websocket'
 import { WebSocket } from 'ws'
-import type { TokenService } from '../auth/token.js'
+import type { RevocationCheck, TokenService } from '../auth/token.js'
 import { bearerToken, requireToken } from '../auth/token.js'
 import {
   NoResponseError, OriginNotAllowedError, TokenInvalidError, UpstreamBadResponseError, UpstreamTimeoutError
@@ -165,7 +165,10 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       done(request.ws !== true || origin === undefined || origins.has(origin) ? undefined : new OriginNotAllowedError())
     })
   }
-  if (!target.public) onRequest.push(requireToken(tokens, findToken))
+  // Upgrades check the token's session whenever HTTP would, and also without
+  // revokeAccessToken when refresh is on, so a logout refuses new tunnels.
+  const revocation = (request: FastifyRequest): RevocationCheck | undefined => request.ws === true ? tokens.upgradeRevoked : tokens.revoked
+  if (!target.public) onRequest.push(requireToken(tokens, findToken, revocation))
 
   function isTokenProtocol (protocol: string): boolean {
     return settings.tokenProtocolPrefix !== false && protocol.startsWith(settings.tokenProtocolPrefix)
