@@ -6,6 +6,7 @@ import type { ServerResponse } from 'node:http'
 import { buildApp, bearer, tokenFor } from './helpers/app.js'
 import { upstreamFor } from './helpers/upstream.js'
 import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
+import { signal, within } from './helpers/wait.js'
 import type { Middleware, MiddlewareEntry, TargetOptions } from '../lib/index.js'
 
 interface Item { id: number, name: string, cost: number }
@@ -182,8 +183,16 @@ t.test('an unknown content coding gives a 502 to a reader', async (t) => {
   t.equal(res.json().code, 'FST_GATEHOUSE_UPSTREAM_BODY_INVALID')
 })
 
+/** Where an endless upstream reports that its response closed, and whether it had finished. */
+interface Closed { promise: Promise<boolean>, resolve: (finished: boolean) => void }
+
+/** Resolves with `finished` once the endless upstream's response has closed, or fails after a deadline. */
+function upstreamClosed (closed: Closed): Promise<boolean> {
+  return within(closed.promise, { message: 'the endless upstream response closed' })
+}
+
 /** An upstream that writes JSON-ish chunks forever (until its client goes away), and reports that. */
-function endless (closed: { value: boolean, finished: boolean }, headers: Record<string, string> = {}): UpstreamHandler {
+function endless (closed: Closed, headers: Record<string, string> = {}): UpstreamHandler {
   return (_req, res: ServerResponse) => {
     res.writeHead(200, { 'content-type': 'application/json', ...headers })
     const chunk = Buffer.alloc(64 * 1024, 0x20)
@@ -191,16 +200,13 @@ function endless (closed: { value: boolean, finished: boolean }, headers: Record
       while (!res.destroyed && res.write(chunk)) { /* until backpressure */ }
       if (!res.destroyed) res.once('drain', pump)
     }
-    res.on('close', () => {
-      closed.value = true
-      closed.finished = res.writableFinished
-    })
+    res.on('close', () => closed.resolve(res.writableFinished))
     pump()
   }
 }
 
 t.test('the buffer cap: an endless upstream body gives the reader a coded error and the client a 502', async (t) => {
-  const closed = { value: false, finished: false }
+  const closed = signal<boolean>()
   const upstream = await upstreamFor(t, endless(closed))
   let code: unknown
   const { get } = await gateway(t, upstream, [async (ctx, next) => {
@@ -217,8 +223,7 @@ t.test('the buffer cap: an endless upstream body gives the reader a coded error 
   t.equal(res.statusCode, 502)
   t.same(res.json(), { statusCode: 502, code: 'FST_GATEHOUSE_UPSTREAM_BODY_TOO_LARGE', error: 'Bad Gateway', message: 'The upstream response is too large to process' })
   // The upstream stream was destroyed: the upstream sees its connection go.
-  while (!closed.value) await new Promise((resolve) => setTimeout(resolve, 10))
-  t.notOk(closed.finished, 'the upstream never finished: the gateway stopped reading and closed')
+  t.equal(await upstreamClosed(closed), false, 'the upstream never finished: the gateway stopped reading and closed')
 })
 
 t.test('the buffer cap: a declared Content-Length over it fails before reading', async (t) => {
@@ -325,7 +330,7 @@ t.test('a plain object assigned to ctx.response gets the body API', async (t) =>
 })
 
 t.test('a middleware that throws after next() gives a clean 500, the upstream stream is destroyed, the gateway keeps serving', async (t) => {
-  const closed = { value: false, finished: false }
+  const closed = signal<boolean>()
   let throwNow = true
   const upstream = await upstreamFor(t, (req, res, seen) => {
     if (req.url === '/api/endless') endless(closed)(req, res, seen)
@@ -345,8 +350,7 @@ t.test('a middleware that throws after next() gives a clean 500, the upstream st
   const res = await app.inject({ url: '/api/endless', headers })
   t.equal(res.statusCode, 500)
   t.same(res.json(), { statusCode: 500, code: 'FST_GATEHOUSE_INTERNAL', error: 'Internal Server Error', message: 'Internal Server Error' })
-  while (!closed.value) await new Promise((resolve) => setTimeout(resolve, 10))
-  t.notOk(closed.finished, 'the endless upstream response was cut')
+  t.equal(await upstreamClosed(closed), false, 'the endless upstream response was cut')
   throwNow = false
   const after = await app.inject({ url: '/api/items', headers })
   t.equal(after.statusCode, 200, 'the next request is served')
@@ -354,7 +358,7 @@ t.test('a middleware that throws after next() gives a clean 500, the upstream st
 })
 
 t.test('a middleware that throws half-way through reading gives a clean 500', async (t) => {
-  const closed = { value: false, finished: false }
+  const closed = signal<boolean>()
   const upstream = await upstreamFor(t, endless(closed))
   const { get } = await gateway(t, upstream, [async (ctx, next) => {
     await next()
@@ -364,12 +368,12 @@ t.test('a middleware that throws half-way through reading gives a clean 500', as
   const res = await get()
   t.equal(res.statusCode, 500)
   t.equal(res.json().code, 'FST_GATEHOUSE_INTERNAL')
-  while (!closed.value) await new Promise((resolve) => setTimeout(resolve, 10))
+  await upstreamClosed(closed)
   t.pass('the upstream was released')
 })
 
 t.test('a replaced upstream body that nobody reads is released once the reply is done', async (t) => {
-  const closed = { value: false, finished: false }
+  const closed = signal<boolean>()
   const upstream = await upstreamFor(t, endless(closed))
   const { get } = await gateway(t, upstream, [async (ctx, next) => {
     await next()
@@ -378,6 +382,5 @@ t.test('a replaced upstream body that nobody reads is released once the reply is
   const res = await get()
   t.equal(res.statusCode, 200)
   t.same(res.json(), { replaced: true })
-  while (!closed.value) await new Promise((resolve) => setTimeout(resolve, 10))
-  t.notOk(closed.finished)
+  t.equal(await upstreamClosed(closed), false, 'the unread upstream response was cut, not read to its end')
 })

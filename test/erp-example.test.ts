@@ -4,7 +4,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { request } from 'undici'
 import type { Dispatcher } from 'undici'
-import { INVENTORY_KEY, JWT_SECRET, shopToken, startErpStack, TRANSACTIONS_KEY } from './helpers/erp.js'
+import { claimsOf, INVENTORY_KEY, JWT_SECRET, serviceRows, shopToken, startErpStack, TRANSACTIONS_KEY } from './helpers/erp.js'
 
 /*
  * The ERP example end to end: both demo services and the gateway listening on
@@ -80,18 +80,22 @@ t.test('a shop logs in and lists its own transactions through the gateway', asyn
   const erp = await startErp(t)
   const res = await login(erp, 'WAL001', 'wal001')
   t.equal(res.status, 200)
-  t.type(res.body.token, 'string')
+  const token = String(res.body.token)
+  t.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'a compact JWT')
+  const claims = claimsOf(token)
+  t.match(claims, { sub: 'WAL001', role: 'shop' }, 'the token carries the shop claims')
+  t.equal(claims.exp, Number(claims.iat) + Number(res.body.expiresIn), 'and expires after expiresIn seconds')
   t.equal(res.body.tokenType, 'Bearer')
   t.match(res.body.claims, { sub: 'WAL001', role: 'shop' })
   t.equal(res.headers['cache-control'], 'no-store')
 
-  const list = await call(`${erp.gateway}/shops/WAL001/transactions`, { headers: bearer(res.body.token as string) })
+  const list = await call(`${erp.gateway}/shops/WAL001/transactions`, { headers: bearer(token) })
   t.equal(list.status, 200)
   const rows = list.body as Array<{ shopId: string }>
-  t.ok(rows.length > 0)
-  t.ok(rows.every((row) => row.shopId === 'WAL001'), 'only WAL001 rows')
   t.equal(erp.seen.transactions.length, 1)
   t.equal(erp.seen.transactions[0]?.url, '/shops/WAL001/transactions')
+  t.same(rows, await serviceRows(erp.transactions, '/shops/WAL001/transactions', TRANSACTIONS_KEY), "exactly the service's WAL001 rows")
+  t.same([...new Set(rows.map((row) => row.shopId))], ['WAL001'], 'only WAL001 rows')
 })
 
 t.test('a transaction created through the gateway is stored by the service', async (t) => {

@@ -3,7 +3,7 @@ import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { request } from 'undici'
 import type { Dispatcher } from 'undici'
-import { shopToken, startErpStack } from './helpers/erp.js'
+import { INVENTORY_KEY, serviceRows, shopToken, startErpStack, TRANSACTIONS_KEY } from './helpers/erp.js'
 import { rawGet } from './helpers/raw-request.js'
 
 /*
@@ -16,6 +16,7 @@ import { rawGet } from './helpers/raw-request.js'
 interface Erp {
   app: FastifyInstance
   gateway: string
+  transactions: string
   inventory: string
   /** URLs each service's HTTP server received, before any hook. */
   seen: { transactions: string[], inventory: string[] }
@@ -26,7 +27,7 @@ async function startErp (t: Test): Promise<Erp> {
   const seen: Erp['seen'] = { transactions: [], inventory: [] }
   stack.transactionsService.server.on('request', (req) => seen.transactions.push(req.url ?? ''))
   stack.inventoryService.server.on('request', (req) => seen.inventory.push(req.url ?? ''))
-  return { app: stack.gatewayApp, gateway: stack.gateway, inventory: stack.inventory, seen }
+  return { app: stack.gatewayApp, gateway: stack.gateway, transactions: stack.transactions, inventory: stack.inventory, seen }
 }
 
 function tokenOf (erp: Erp, shop: string): Promise<string> {
@@ -51,9 +52,9 @@ t.test("WAL001's token on GET /transactions lists WAL001's transactions", async 
   const res = await call(`${erp.gateway}/transactions`, { token: await tokenOf(erp, 'WAL001') })
   t.equal(res.status, 200)
   const rows = res.body as Array<{ shopId: string }>
-  t.ok(rows.length > 0)
-  t.ok(rows.every((row) => row.shopId === 'WAL001'), 'only WAL001 rows')
   t.same(erp.seen.transactions, ['/shops/WAL001/transactions'])
+  t.same(rows, await serviceRows(erp.transactions, '/shops/WAL001/transactions', TRANSACTIONS_KEY), "exactly the service's WAL001 rows")
+  t.same([...new Set(rows.map((row) => row.shopId))], ['WAL001'], 'only WAL001 rows')
 })
 
 t.test('the same path gives each shop its own data', async (t) => {
@@ -62,9 +63,11 @@ t.test('the same path gives each shop its own data', async (t) => {
   const bby = await call(`${erp.gateway}/inventory`, { token: await tokenOf(erp, 'BBY001') })
   t.equal(wal.status, 200)
   t.equal(bby.status, 200)
-  t.ok((wal.body as Array<{ shopId: string }>).every((row) => row.shopId === 'WAL001'))
-  t.ok((bby.body as Array<{ shopId: string }>).every((row) => row.shopId === 'BBY001'))
   t.same(erp.seen.inventory, ['/shops/WAL001/inventory', '/shops/BBY001/inventory'])
+  t.same(wal.body, await serviceRows(erp.inventory, '/shops/WAL001/inventory', INVENTORY_KEY), "exactly the service's WAL001 items")
+  t.same(bby.body, await serviceRows(erp.inventory, '/shops/BBY001/inventory', INVENTORY_KEY), "exactly the service's BBY001 items")
+  t.same([...new Set((wal.body as Array<{ shopId: string }>).map((row) => row.shopId))], ['WAL001'])
+  t.same([...new Set((bby.body as Array<{ shopId: string }>).map((row) => row.shopId))], ['BBY001'])
 })
 
 t.test("an id of another shop's record is not found: the shop in the path is always the caller's", async (t) => {

@@ -1,5 +1,4 @@
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { VerifiedTokens } from '../lib/auth/verified.js'
 import type { GatehouseClaims } from '../lib/index.js'
 import { bearer, buildApp, tokenFor } from './helpers/app.js'
@@ -57,16 +56,24 @@ t.test('cached claims are frozen, nested values included', async (t) => {
 
 t.test('through the gateway: a cached token is refused once it expires', async (t) => {
   const upstream = await upstreamFor(t)
-  // exp = iat + 2 with iat in whole seconds: at least a second to make the first two requests.
-  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { expiresIn: 2 } })
+  // A minute to make the first two requests however loaded the machine; the
+  // clock is then moved past exp instead of sleeping until it.
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { expiresIn: 60 } })
   const token = tokenFor(app)
   const first = await app.inject({ url: '/api/orders', headers: bearer(token) })
   t.equal(first.statusCode, 200, 'accepted (and now cached)')
   const again = await app.inject({ url: '/api/orders', headers: bearer(token) })
   t.equal(again.statusCode, 200, 'accepted again')
-  const exp = (JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()) as { exp: number }).exp
-  await sleep(Math.max(0, exp * 1000 - Date.now()) + 50)
-  const late = await app.inject({ url: '/api/orders', headers: bearer(token) })
+  const { iat, exp } = JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()) as { iat: number, exp: number }
+  t.equal(exp - iat, 60, 'the token lives expiresIn seconds')
+  const realNow = Date.now
+  Date.now = () => exp * 1000 + 50
+  let late
+  try {
+    late = await app.inject({ url: '/api/orders', headers: bearer(token) })
+  } finally {
+    Date.now = realNow
+  }
   t.equal(late.statusCode, 401, 'refused after exp, although it was cached')
   t.equal(late.json().code, 'FST_GATEHOUSE_TOKEN_EXPIRED')
   t.equal(upstream.seen.length, 2, 'the upstream saw only the two accepted requests')

@@ -82,7 +82,10 @@ t.test('login also returns an opaque refresh token, stored only as its SHA-256',
   const hash = createHash('sha256').update(body.refreshToken).digest('base64url')
   t.ok(writes.some(([key]) => key === `gatehouse:refresh:${hash}`), 'kept under its hash')
   t.notOk(writes.some(([key, value]) => key.includes(body.refreshToken) || value.includes(body.refreshToken)), 'the token itself is stored nowhere')
-  t.type(payload(body.token).sid, 'string', 'the access token names its session')
+  const record = writes.find(([key]) => key === `gatehouse:refresh:${hash}`)
+  const sid = payload(body.token).sid
+  t.match(sid, /^[\w-]{16,}$/, 'the access token names its session')
+  t.equal((JSON.parse(record?.[1] ?? '{}') as { family?: unknown }).family, sid, 'the session is the stored refresh family')
   t.equal(payload(body.token).jti, undefined, 'no jti unless access tokens can be revoked')
   t.equal(upstream.seen.length, 0)
 })
@@ -216,7 +219,9 @@ t.test('an access token cannot be used as a refresh token', async (t) => {
 t.test('logout revokes the session; with revokeAccessToken the access token fails on a proxied route', async (t) => {
   const { app, upstream } = await setup(t, { logout: { revokeAccessToken: true } })
   const { token, refreshToken } = await login(app)
-  t.type(payload(token).jti, 'string', 'tokens carry a jti')
+  const jti = payload(token).jti
+  t.match(jti, /^[\w-]{22}$/, 'tokens carry a jti of 16 random bytes')
+  t.not(payload((await login(app)).token).jti, jti, 'each token its own jti')
   t.equal((await app.inject({ url: '/api/before', headers: bearer(token) })).statusCode, 200)
   t.equal(upstream.seen.length, 1)
 

@@ -1,6 +1,8 @@
 import t from 'tap'
 import { buildApp, bearer, tokenFor } from './helpers/app.js'
 import { closedPort, upstreamFor } from './helpers/upstream.js'
+import { rawUpstream } from './helpers/faulty-upstream.js'
+import { signal, waitFor, within } from './helpers/wait.js'
 
 t.test('round-robin across upstreams, each with its own Host', async (t) => {
   const a = await upstreamFor(t)
@@ -15,15 +17,24 @@ t.test('round-robin across upstreams, each with its own Host', async (t) => {
 })
 
 t.test('least-in-flight avoids the busy upstream', async (t) => {
-  const slow = await upstreamFor(t, (_req, res) => { setTimeout(() => res.writeHead(200, { 'content-length': 4 }).end('slow'), 300) })
+  // The slow upstream holds every answer until the test releases it, so it stays busy however loaded the machine is.
+  const reached = signal()
+  const release = signal()
+  const slow = await upstreamFor(t, (_req, res) => {
+    reached.resolve()
+    void release.promise.then(() => res.writeHead(200, { 'content-length': 4 }).end('slow'))
+  })
+  t.teardown(() => release.resolve())
   const fast = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: [slow.url, fast.url], transport: { balance: 'least-in-flight' } }] })
   const headers = bearer(tokenFor(app))
-  // Two concurrent slow-ish requests occupy one each; the next ones go to the free (fast) one.
+  // Two concurrent requests occupy one each; the next ones go to the free (fast) one.
   const pending = [app.inject({ url: '/api/a', headers }), app.inject({ url: '/api/b', headers })]
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await within(reached.promise, { message: 'one of the first two requests reached the slow upstream' })
+  await within(Promise.race(pending), { message: 'the other one was answered by the fast upstream' })
   for (let i = 0; i < 4; i++) t.equal((await app.inject({ url: `/api/n${i}`, headers })).statusCode, 200)
-  await Promise.all(pending)
+  release.resolve()
+  t.same((await Promise.all(pending)).map((res) => res.statusCode), [200, 200])
   t.equal(slow.seen.length, 1, 'the slow upstream got only its first request')
   t.equal(fast.seen.length, 5)
 })
@@ -42,20 +53,21 @@ t.test('passive health ejects a failing upstream for the cool-down', async (t) =
 })
 
 t.test('no healthy upstream: fast 503 with Retry-After', async (t) => {
-  const a = await closedPort()
-  const b = await closedPort()
+  // Upstreams that accept and reset every connection: they count attempts, which a closed port cannot.
+  const a = await rawUpstream(t, (socket) => socket.destroy())
+  const b = await rawUpstream(t, (socket) => socket.destroy())
   const app = await buildApp(t, {
-    targets: [{ prefix: '/api', upstream: [`http://127.0.0.1:${a}`, `http://127.0.0.1:${b}`], transport: { passiveHealth: { failures: 1, coolDown: 30_000 } } }]
+    targets: [{ prefix: '/api', upstream: [a.url, b.url], transport: { passiveHealth: { failures: 1, coolDown: 30_000 } } }]
   })
   const headers = bearer(tokenFor(app))
   t.equal((await app.inject({ url: '/api/1', headers })).statusCode, 502)
   t.equal((await app.inject({ url: '/api/2', headers })).statusCode, 502)
-  const started = Date.now()
+  t.same([a.connections(), b.connections()], [1, 1], 'each upstream failed once')
   const res = await app.inject({ url: '/api/3', headers })
   t.equal(res.statusCode, 503)
   t.equal(res.json().code, 'FST_GATEHOUSE_NO_HEALTHY_UPSTREAM')
   t.ok(Number(res.headers['retry-after']) >= 29 && Number(res.headers['retry-after']) <= 30, `retry-after ${res.headers['retry-after']}`)
-  t.ok(Date.now() - started < 100, 'fast')
+  t.same([a.connections(), b.connections()], [1, 1], 'fast: no upstream was tried')
   t.notOk(res.body.includes('127.0.0.1'))
 })
 
@@ -74,17 +86,18 @@ t.test('active health checks mark an upstream down and up again; timers stop on 
   })
   const headers = bearer(tokenFor(app))
   const probes = (): number => flappy.seen.filter((r) => r.url === '/healthz').length
-  for (let i = 0; i < 100 && probes() < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  await waitFor(() => probes() >= 2, { message: 'two health probes reached the failing upstream' })
   for (let i = 0; i < 4; i++) await app.inject({ url: `/api/${i}`, headers })
   t.equal(flappy.seen.filter((r) => r.url !== '/healthz').length, 0, 'down upstream gets no traffic')
   t.equal(flappy.seen[0]?.headers['user-agent'], 'fastify-gatehouse-health')
   healthy = true
   const before = probes()
-  for (let i = 0; i < 100 && probes() < before + 2; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  await waitFor(() => probes() >= before + 2, { message: 'two health probes reached the recovered upstream' })
   for (let i = 0; i < 4; i++) await app.inject({ url: `/api/b${i}`, headers })
   t.ok(flappy.seen.filter((r) => r.url !== '/healthz').length >= 1, 'back in rotation')
   await app.close()
   const after = probes()
+  // An absence can only be watched for: four probe intervals.
   await new Promise((resolve) => setTimeout(resolve, 120))
   t.equal(probes(), after, 'no probe after close')
 })

@@ -3,6 +3,7 @@ import { request as httpRequest } from 'node:http'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
 import { startUpstream } from './helpers/upstream.js'
 import { rawUpstream } from './helpers/faulty-upstream.js'
+import { signal, waitFor, within } from './helpers/wait.js'
 import { DEFAULT_BUFFER_RESPONSES } from '../lib/transport/options.js'
 
 // A declared length the gateway streams rather than reads whole.
@@ -10,10 +11,14 @@ const STREAMED_LENGTH = DEFAULT_BUFFER_RESPONSES + 1
 
 interface Outcome { status: number, body: string, complete: boolean, error?: string }
 
-/** A real client request that reports whether the transfer completed or was cut. */
-function fetchRaw (url: string, headers: Record<string, string>): Promise<Outcome> {
+/**
+ * A real client request that reports whether the transfer completed or was
+ * cut; `onHead` runs once the response head has reached the client.
+ */
+function fetchRaw (url: string, headers: Record<string, string>, onHead: () => void = () => {}): Promise<Outcome> {
   return new Promise((resolve) => {
     const req = httpRequest(url, { headers, agent: false }, (res) => {
+      onHead()
       let body = ''
       res.setEncoding('latin1')
       res.on('data', (chunk: string) => { body += chunk })
@@ -34,7 +39,7 @@ t.test('hangs before headers: 504 after the response timeout, one attempt, upstr
   t.equal(res.json().code, 'FST_GATEHOUSE_UPSTREAM_TIMEOUT')
   t.equal(upstream.connections(), 1)
   // The upstream request is cancelled: its socket is closed by the gateway.
-  for (let i = 0; i < 50 && upstream.open() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  await waitFor(() => upstream.open() === 0, { message: 'the gateway closed the upstream socket' })
   t.equal(upstream.open(), 0, 'upstream socket closed')
 })
 
@@ -54,20 +59,23 @@ for (const framing of ['content-length', 'chunked'] as const) {
     t.equal(out.complete, false, `transfer cut (${out.error ?? 'no error'})`)
     t.ok(Date.now() - started >= 150, 'after the idle timeout')
     t.equal(out.body, 'hello')
-    for (let i = 0; i < 50 && upstream.open() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    await waitFor(() => upstream.open() === 0, { message: 'the gateway closed the stalled upstream socket' })
     t.equal(upstream.open(), 0, 'upstream request cancelled')
   })
 
   t.test(`resets mid-body (${framing}): the client transfer is cut`, async (t) => {
+    // The reset goes once the client has the head, so it is mid-body however slow the machine.
+    const clientHasHead = signal()
     const upstream = await rawUpstream(t, (socket) => {
       const head = framing === 'chunked'
         ? 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n'
         : `HTTP/1.1 200 OK\r\ncontent-length: ${STREAMED_LENGTH}\r\n\r\nhello`
-      socket.write(head, () => setTimeout(() => socket.resetAndDestroy(), 50))
+      socket.write(head)
+      void clientHasHead.promise.then(() => socket.resetAndDestroy())
     })
     const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], compress: false })
     const base = await listen(app)
-    const out = await fetchRaw(`${base}/api/x`, bearer(tokenFor(app)))
+    const out = await within(fetchRaw(`${base}/api/x`, bearer(tokenFor(app)), clientHasHead.resolve), { message: 'the client transfer ended after the upstream reset' })
     t.equal(out.status, 200)
     t.equal(out.complete, false, `transfer cut (${out.error ?? 'no error'})`)
     t.equal(upstream.connections(), 1, 'no retry once the response started')
@@ -122,23 +130,27 @@ t.test('a small body reset mid-way gives 502 before anything was sent', async (t
 })
 
 t.test('a slow but steady body within the idle timeout completes', async (t) => {
+  // Ten chunks 100 ms apart: the whole body takes twice the idle timeout, and
+  // a gap needs a 400 ms stall of this process to reach it.
   const upstream = await startUpstream((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain' })
     let n = 0
     const timer = setInterval(() => {
       res.write(`chunk${n}\n`)
-      if (++n === 4) {
+      if (++n === 10) {
         clearInterval(timer)
         res.end()
       }
-    }, 60)
+    }, 100)
   })
   t.teardown(upstream.close)
-  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 200 } }], compress: false })
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url, timeouts: { idle: 500 } }], compress: false })
   const base = await listen(app)
+  const started = Date.now()
   const out = await fetchRaw(`${base}/api/x`, bearer(tokenFor(app)))
+  t.ok(Date.now() - started >= 1000, 'the body took longer than the idle timeout')
   t.equal(out.complete, true)
-  t.equal(out.body, 'chunk0\nchunk1\nchunk2\nchunk3\n')
+  t.equal(out.body, Array.from({ length: 10 }, (_, i) => `chunk${i}\n`).join(''))
 })
 
 t.test('a client that stops reading for longer than the idle timeout still gets the whole body', async (t) => {
@@ -189,13 +201,18 @@ t.test('a client that stops reading for longer than the idle timeout still gets 
 t.test('pool.connections bounds the upstream connections', async (t) => {
   let concurrent = 0
   let peak = 0
+  // Answers are held until two requests are in flight at once (or a deadline
+  // passed), so both pooled connections are open whatever the scheduling.
+  const twoInFlight = signal()
+  const released = within(twoInFlight.promise, { message: 'two requests in flight upstream' }).catch(() => {})
   const upstream = await startUpstream((_req, res) => {
     concurrent++
     peak = Math.max(peak, concurrent)
-    setTimeout(() => {
+    if (concurrent === 2) twoInFlight.resolve()
+    void released.then(() => {
       concurrent--
       res.writeHead(200, { 'content-length': 2 }).end('ok')
-    }, 30)
+    })
   })
   t.teardown(upstream.close)
   let connections = 0

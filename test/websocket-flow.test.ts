@@ -6,6 +6,7 @@ import { closed, nextMessage, openClient, startWsUpstream, wsUrl } from './helpe
 import type { WsUpstream, WsUpstreamOptions } from './helpers/ws-upstream.js'
 import type { TargetOptions, WebSocketMessage } from '../lib/index.js'
 import type { WebSocket } from 'ws'
+import { waitFor, within } from './helpers/wait.js'
 
 async function upstreamFor (t: Test, opts?: WsUpstreamOptions): Promise<WsUpstream> {
   const upstream = await startWsUpstream(opts)
@@ -20,16 +21,20 @@ async function tunnelFor (t: Test, upstream: WsUpstream, target: Partial<TargetO
   return { client, server: await upstream.nextSocket() }
 }
 
-/** Resolves once `sample()` has returned the same value `times` times in a row. */
-async function settled (sample: () => number, times = 5): Promise<number> {
+/**
+ * Resolves once `sample()` has returned the same value five times in a row,
+ * 20 ms apart (a stall cannot be an event); fails with `message` if it keeps
+ * moving past the deadline.
+ */
+async function settled (sample: () => number, message: string): Promise<number> {
   let last = -1
   let same = 0
-  while (same < times) {
-    await sleep(20)
+  await waitFor(() => {
     const value = sample()
     same = value === last ? same + 1 : 0
     last = value
-  }
+    return same >= 5
+  }, { interval: 20, message })
   return last
 }
 
@@ -57,7 +62,7 @@ t.test('a slow caller pauses the upstream instead of growing the gateway buffer'
   })
   client.pause()
   client.send('go')
-  await settled(() => seenByGateway)
+  await settled(() => seenByGateway, 'the gateway to stop reading the upstream')
   t.ok(seenByGateway < COUNT, `the gateway stopped reading the upstream (${seenByGateway} of ${COUNT} messages)`)
   t.ok(server.bufferedAmount > 0, 'the rest waits at the upstream')
   t.ok(maxQueued <= HIGH_WATER + 2 * MESSAGE, `the gateway held at most ${maxQueued} bytes for the caller`)
@@ -69,7 +74,7 @@ t.test('a slow caller pauses the upstream instead of growing the gateway buffer'
     if (++received === COUNT) resolve()
   }))
   client.resume()
-  await all
+  await within(all, { message: `all ${COUNT} messages reaching the caller once it reads again`, timeout: 30_000 })
   t.equal(bytes, COUNT * MESSAGE, 'everything arrives once the caller reads again')
 })
 
@@ -91,12 +96,12 @@ t.test('a slow upstream pauses the caller', async (t) => {
   // Enough to fill the kernel buffers on both hops several times over.
   const COUNT = 1024
   for (let i = 0; i < COUNT; i++) client.send(chunk)
-  await settled(() => seenByGateway)
+  await settled(() => seenByGateway, 'the gateway to stop reading the caller')
   t.ok(seenByGateway < COUNT, `the gateway stopped reading the caller (${seenByGateway} of ${COUNT})`)
   t.ok(client.bufferedAmount > 0, 'the rest waits at the caller')
   const all = new Promise<void>((resolve) => server.on('message', () => { if (serverReceived === COUNT) resolve() }))
   server.resume()
-  await all
+  await within(all, { message: `all ${COUNT} messages reaching the upstream once it reads again`, timeout: 30_000 })
   t.equal(serverReceived, COUNT)
 })
 
@@ -129,7 +134,7 @@ t.test('message hooks change and drop messages in each direction, with the conne
   client.send('drop me')
   client.send(Buffer.from([1, 2]))
   client.send('again')
-  await three
+  await within(three, { message: 'three messages back through the hooks' })
   t.same(received, [
     { data: 'ALICE:HELLO', binary: false },
     { data: '010202', binary: true },

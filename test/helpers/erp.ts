@@ -56,3 +56,19 @@ export async function shopToken (gateway: string, shop: string): Promise<string>
   if (res.statusCode !== 200 || typeof body.token !== 'string') throw new Error(`login as ${shop} failed with ${res.statusCode}`)
   return body.token
 }
+
+/**
+ * What a demo service itself holds under `path` (asked directly with its API
+ * key): what a gateway answer must equal, so an empty or wrong list fails.
+ */
+export async function serviceRows<T> (service: string, path: string, apiKey: string): Promise<T[]> {
+  const res = await request(`${service}${path}`, { headers: { 'x-api-key': apiKey } })
+  const rows = await res.body.json() as T[]
+  if (res.statusCode !== 200 || !Array.isArray(rows) || rows.length === 0) throw new Error(`the service has no rows under ${path} (${res.statusCode})`)
+  return rows
+}
+
+/** The claims of a JWT, decoded without checking it (the gateway's tests check it). */
+export function claimsOf (token: string): Record<string, unknown> {
+  return JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>
+}

@@ -1,4 +1,5 @@
 import { connect } from 'node:net'
+import { within } from './wait.js'
 
 /** A response read off a raw socket. */
 export interface RawResponse { status: number, headers: Record<string, string>, body: string }
@@ -10,6 +11,8 @@ function decodeChunked (raw: Buffer): Buffer {
     const eol = raw.indexOf('\r\n', at)
     if (eol === -1) throw new Error('truncated chunked body')
     const size = parseInt(raw.subarray(at, eol).toString('latin1'), 16)
+    // A bad size line would otherwise send the search back to the start, forever.
+    if (Number.isNaN(size) || size < 0) throw new Error('bad chunk size line')
     if (size === 0) return Buffer.concat(out)
     out.push(raw.subarray(eol + 2, eol + 2 + size))
     at = eol + 2 + size + 2
@@ -18,12 +21,14 @@ function decodeChunked (raw: Buffer): Buffer {
 
 /**
  * Sends `GET <path> HTTP/1.1` exactly as written (clients and app.inject
- * normalise URLs; an attacker does not) and reads the whole response.
+ * normalise URLs; an attacker does not) and reads the whole response, or
+ * fails if the server has not closed the connection by the deadline.
  */
 export function rawGet (base: string, path: string, headers: Record<string, string> = {}): Promise<RawResponse> {
   const port = Number(new URL(base).port)
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1')
+  let socket: ReturnType<typeof connect> | undefined
+  return within(new Promise<RawResponse>((resolve, reject) => {
+    socket = connect(port, '127.0.0.1')
     const chunks: Buffer[] = []
     socket.on('data', (chunk: Buffer) => chunks.push(chunk))
     socket.on('error', reject)
@@ -43,5 +48,5 @@ export function rawGet (base: string, path: string, headers: Record<string, stri
     const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Connection: close']
     for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`)
     socket.write(lines.join('\r\n') + '\r\n\r\n', 'latin1')
-  })
+  }), { message: `the response to GET ${path}` }).finally(() => socket?.destroy())
 }

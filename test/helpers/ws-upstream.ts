@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage, Server } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { WebSocket, WebSocketServer } from 'ws'
 import type { ClientOptions, RawData } from 'ws'
+import { nextEvent, within } from './wait.js'
 
 /** One upgrade request as the upstream saw it. */
 export interface SeenHandshake {
@@ -19,7 +20,7 @@ export interface WsUpstream {
   connections: () => number
   /** Server-side sockets, in order of connection. */
   sockets: WebSocket[]
-  /** The next server-side socket (or the first one already there that was not taken). */
+  /** The next server-side socket (or the first one already there that was not taken); fails after a deadline. */
   nextSocket: () => Promise<WebSocket>
   close: () => Promise<void>
 }
@@ -90,7 +91,7 @@ export async function startWsUpstream (opts: WsUpstreamOptions = {}): Promise<Ws
     handshakes,
     connections: () => connections,
     sockets,
-    nextSocket: () => new Promise((resolve) => {
+    nextSocket: () => within(new Promise<WebSocket>((resolve) => {
       const ready = sockets[taken]
       if (ready !== undefined) {
         taken++
@@ -98,7 +99,7 @@ export async function startWsUpstream (opts: WsUpstreamOptions = {}): Promise<Ws
       } else {
         waiting.push(resolve)
       }
-    }),
+    }), { message: 'a WebSocket connection at the upstream' }),
     close: () => new Promise<void>((resolve) => {
       for (const ws of sockets) ws.terminate()
       for (const socket of tcp) socket.destroy()
@@ -113,9 +114,9 @@ export function wsUrl (base: string, path: string): string {
   return base.replace(/^http/, 'ws') + path
 }
 
-/** Opens a client; resolves on open, rejects with the HTTP status of a refused handshake. */
+/** Opens a client; resolves on open, rejects with the HTTP status of a refused handshake, or after a deadline. */
 export function openClient (url: string, protocols: string[] = [], options: ClientOptions = {}): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
+  return within(new Promise<WebSocket>((resolve, reject) => {
     const client = new WebSocket(url, protocols, options)
     client.once('open', () => resolve(client))
     client.once('unexpected-response', (_req, res) => {
@@ -124,7 +125,7 @@ export function openClient (url: string, protocols: string[] = [], options: Clie
       client.terminate()
     })
     client.on('error', reject)
-  })
+  }), { message: `the WebSocket handshake with ${url} to finish` })
 }
 
 export interface Refusal {
@@ -133,9 +134,9 @@ export interface Refusal {
   body: { statusCode?: number, code?: string }
 }
 
-/** Expects the handshake to be refused; resolves with the HTTP answer. */
+/** Expects the handshake to be refused; resolves with the HTTP answer (or fails after a deadline). */
 export function refusedUpgrade (url: string, protocols: string[] = [], options: ClientOptions = {}): Promise<Refusal> {
-  return new Promise((resolve, reject) => {
+  return within(new Promise<Refusal>((resolve, reject) => {
     const client = new WebSocket(url, protocols, options)
     client.once('open', () => {
       client.terminate()
@@ -156,20 +157,18 @@ export function refusedUpgrade (url: string, protocols: string[] = [], options: 
     })
     // After a refusal, terminate() emits an error too; the promise has settled by then.
     client.on('error', reject)
-  })
+  }), { message: `the refusal of the WebSocket handshake with ${url}` })
 }
 
-/** The next message on a socket, with its type. */
-export function nextMessage (socket: WebSocket): Promise<{ data: Buffer, binary: boolean }> {
-  return new Promise((resolve) => {
-    socket.once('message', (data: RawData, binary: boolean) => resolve({ data: data as Buffer, binary }))
-  })
+/** The next message on a socket, with its type; fails after a deadline. */
+export async function nextMessage (socket: WebSocket): Promise<{ data: Buffer, binary: boolean }> {
+  const [data, binary] = await nextEvent(socket, 'message', { message: 'the next WebSocket message' })
+  return { data: data as Buffer, binary: binary as boolean }
 }
 
-/** Resolves when the socket has closed, with the code and reason it got. */
-export function closed (socket: WebSocket): Promise<{ code: number, reason: string }> {
-  if (socket.readyState === WebSocket.CLOSED) return Promise.reject(new Error('already closed'))
-  return new Promise((resolve) => {
-    socket.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString('utf8') }))
-  })
+/** Resolves when the socket has closed, with the code and reason it got; fails after a deadline. */
+export async function closed (socket: WebSocket): Promise<{ code: number, reason: string }> {
+  if (socket.readyState === WebSocket.CLOSED) throw new Error('already closed')
+  const [code, reason] = await nextEvent(socket, 'close', { message: 'the WebSocket close' })
+  return { code: code as number, reason: (reason as Buffer).toString('utf8') }
 }
