@@ -14,6 +14,8 @@ import type { ResolvedRewrite } from './proxy/rewrite.js'
 import type { ResolvedWebSocket } from './ws/options.js'
 import { resolveShutdown, resolveTransport } from './transport/options.js'
 import type { ResolvedTransport } from './transport/options.js'
+import { resolveCors, resolveTargetCors } from './cors/options.js'
+import type { ResolvedCors } from './cors/options.js'
 import type {
   AuthOptions, CredentialsVerifier, GatehouseOptions, Middleware, TargetCredentials,
   TargetOptions, TokenAlgorithm
@@ -87,6 +89,8 @@ export interface ResolvedTarget {
   readonly transport: ResolvedTransport
   /** What goes upstream and back of the headers (`forwardHeaders`, `hideResponseHeaders`). */
   readonly headerPolicy: ResolvedHeaderPolicy
+  /** The CORS policy of this target (its own over the top-level one), `undefined` when off. */
+  readonly cors: ResolvedCors | undefined
 }
 
 export interface ResolvedOptions {
@@ -94,6 +98,8 @@ export interface ResolvedOptions {
   readonly targets: readonly ResolvedTarget[]
   readonly compress: FastifyCompressOptions | false
   readonly shutdown: { readonly drainTimeout: number }
+  /** The top-level CORS policy (token routes, default of targets), `undefined` when off. */
+  readonly cors: ResolvedCors | undefined
 }
 
 function fail (option: string, expected: string): never {
@@ -252,7 +258,7 @@ function resolveTimeouts (value: unknown, at: string): ResolvedTarget['timeouts'
   }
 }
 
-function resolveTarget (value: unknown, index: number): ResolvedTarget {
+function resolveTarget (value: unknown, index: number, cors: ResolvedCors | undefined): ResolvedTarget {
   const at = `targets[${index}]`
   if (!isObject(value)) fail(at, 'an object { prefix, upstream, ... }')
   const target = value as unknown as TargetOptions<any>
@@ -300,7 +306,8 @@ function resolveTarget (value: unknown, index: number): ResolvedTarget {
     onUpstreamError: target.onUpstreamError,
     websocket: resolveWebSocket(target.websocket, `${at}.websocket`),
     transport: resolveTransport(target.transport, target.upstream, at),
-    headerPolicy: resolveHeaderPolicy(target, credentials.kind === 'static' ? Object.keys(credentials.headers) : [], at)
+    headerPolicy: resolveHeaderPolicy(target, credentials.kind === 'static' ? Object.keys(credentials.headers) : [], at),
+    cors: resolveTargetCors(target.cors, `${at}.cors`, cors)
   }
 }
 
@@ -309,7 +316,8 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (!isObject(opts)) fail('options', 'an object { auth, targets }')
   const auth = resolveAuth(opts.auth)
   if (!Array.isArray(opts.targets)) fail('targets', 'an array of targets')
-  const targets = opts.targets.map(resolveTarget)
+  const cors = opts.cors === undefined ? undefined : resolveCors(opts.cors, 'cors')
+  const targets = opts.targets.map((target, index) => resolveTarget(target, index, cors))
   const seen = new Set<string>()
   for (const [index, target] of targets.entries()) {
     // Params with different names at the same place are still the same route.
@@ -326,5 +334,5 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (opts.compress !== undefined && opts.compress !== false && !isObject(opts.compress)) {
     fail('compress', 'false or @fastify/compress options')
   }
-  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown) }
+  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown), cors }
 }

@@ -6,7 +6,9 @@ import { registerLogout } from './auth/logout.js'
 import { registerRefresh } from './auth/refresh.js'
 import { registerTokens, verifyAccessToken } from './auth/token.js'
 import type { TokenService } from './auth/token.js'
+import { registerCors } from './cors/register.js'
 import { gatehouseErrorHandler } from './error-handler.js'
+import { lifecycleRoutes } from './auth/lifecycle-options.js'
 import { resolveOptions } from './options.js'
 import { targetScope } from './proxy/target.js'
 import { gracefulShutdown } from './transport/shutdown.js'
@@ -49,6 +51,12 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
 
   await fastify.register(async function gatehouseScope (scope: FastifyInstance) {
     scope.setErrorHandler(gatehouseErrorHandler)
+    // First hook of the scope: preflights are answered before the shutdown
+    // drain and the targets' token check, and errors keep its headers.
+    if (options.cors !== undefined || options.targets.some((target) => target.cors !== undefined)) {
+      const auth = options.auth
+      await registerCors(scope, options.cors, [...(auth.login === false ? [] : [auth.login.path]), ...lifecycleRoutes(auth.lifecycle)])
+    }
     // Before the targets: they register their transports with the drain.
     gracefulShutdown(scope, options.shutdown)
     // Compression hooks attach to routes as they are added: it goes first.

@@ -340,6 +340,14 @@ export interface TargetOptions<State extends object = Record<string, unknown>, C
    */
   websocket?: boolean | WebSocketOptions<State>
   /**
+   * This target's CORS policy: fields given here replace the top-level
+   * `cors` fields of the same name (a full policy, with `origin`, when the
+   * top-level `cors` is off); `false` turns CORS off for this target.
+   * Default: the top-level `cors`.
+   * @example { origin: ['https://admin.example'], credentials: true }
+   */
+  cors?: Partial<CorsOptions> | false
+  /**
    * Upstream transport: pool, TLS, retries, balancing, health, circuit breaker,
    * header rewriting, event streams, HTTP/2.
    * @example { retry: { retries: 2 }, tls: { ca: readFileSync('ca.pem') } }
@@ -366,6 +374,48 @@ export interface TargetOptions<State extends object = Record<string, unknown>, C
   hideResponseHeaders?: string[] | false
 }
 
+/**
+ * Who may call the gateway from a browser page on another origin (CORS).
+ * Preflights are answered by the gateway, without a token, and never go
+ * upstream; every answer to an allowed origin, the gateway's own errors
+ * included, carries the CORS headers.
+ */
+export interface CorsOptions {
+  /**
+   * Origins allowed, compared exactly (scheme, host, port; no path, no `*`),
+   * or a function deciding per request. A request from any other origin gets
+   * no CORS headers.
+   * @example ['https://shop.example', 'http://localhost:5173']
+   * @example (origin) => origin.endsWith('.shop.example')
+   */
+  origin: string[] | ((origin: string, request: FastifyRequest) => boolean | Promise<boolean>)
+  /**
+   * Send `Access-Control-Allow-Credentials: true`, so pages may send cookies
+   * or HTTP auth with `credentials: 'include'`. Bearer tokens do not need it.
+   * Default `false`.
+   * @example true
+   */
+  credentials?: boolean
+  /**
+   * Request headers a page may send. Default: those the preflight asks for
+   * (`Access-Control-Request-Headers`), since only allowed origins get an answer.
+   * @example ['authorization', 'content-type', 'x-request-id']
+   */
+  allowedHeaders?: string[]
+  /**
+   * Response headers a page may read, on top of `WWW-Authenticate`,
+   * `Retry-After` and `X-Request-Id`, which are always exposed.
+   * @example ['etag', 'x-total-count']
+   */
+  exposedHeaders?: string[]
+  /**
+   * Seconds a browser may cache a preflight answer (`Access-Control-Max-Age`).
+   * Default: not sent, so the browser's own default applies (5 s in Chromium).
+   * @example 600
+   */
+  maxAge?: number
+}
+
 export interface GatehouseOptions {
   /** Token issuing and verification. */
   auth: AuthOptions
@@ -381,6 +431,12 @@ export interface GatehouseOptions {
    * @example { drainTimeout: 30_000 }
    */
   shutdown?: ShutdownOptions
+  /**
+   * CORS for browser pages on other origins: login, refresh, logout and
+   * every target. Off by default; the host's own routes are never touched.
+   * @example { origin: ['https://shop.example'], maxAge: 600 }
+   */
+  cors?: CorsOptions
 }
 
 /** What a target looks like from inside a middleware. */

@@ -9,6 +9,8 @@ import { verifyShopUser } from './users.js'
 
 export const DEFAULT_TRANSACTIONS_API_KEY = 'transactions-secret-key-123'
 export const DEFAULT_INVENTORY_API_KEY = 'inventory-secret-key-456'
+/** The demo page's origin: a dev server such as Vite's on its default port. */
+export const DEFAULT_CORS_ORIGINS = ['http://localhost:5173', 'http://127.0.0.1:5173']
 
 export interface GatewayOptions {
   /** Where the transactions service listens, e.g. `http://127.0.0.1:8001`. */
@@ -20,6 +22,8 @@ export interface GatewayOptions {
   /** HS256 secret, at least 32 bytes. */
   jwtSecret: string
   logger?: FastifyServerOptions['logger']
+  /** Browser origins that may call the gateway (CORS). Default `DEFAULT_CORS_ORIGINS`. */
+  corsOrigins?: string[]
 }
 
 /**
@@ -101,7 +105,10 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
       },
       tokenRouted('transactions', opts.transactionsUrl, opts.transactionsApiKey),
       tokenRouted('inventory', opts.inventoryUrl, opts.inventoryApiKey)
-    ]
+    ],
+    // A single-page app on another origin may log in and call every target;
+    // the browser caches a preflight answer for 10 minutes.
+    cors: { origin: opts.corsOrigins ?? DEFAULT_CORS_ORIGINS, maxAge: 600 }
     // compress is left out: on by default (gzip, deflate, brotli above 1 KiB).
   })
   return app
@@ -113,6 +120,13 @@ export function jwtSecretFromEnv (): string {
   if (secret !== undefined && secret !== '') return secret
   process.stderr.write('warning: GATEHOUSE_JWT_SECRET is not set; using a random secret, tokens will not survive a restart\n')
   return randomBytes(32).toString('base64url')
+}
+
+/** CORS_ORIGINS (comma-separated), else the demo origins. */
+export function corsOriginsFromEnv (): string[] {
+  const value = process.env.CORS_ORIGINS
+  if (value === undefined || value.trim() === '') return DEFAULT_CORS_ORIGINS
+  return value.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')
 }
 
 /** Reads a TCP port from the environment, or the default. */
@@ -131,6 +145,7 @@ async function main (): Promise<void> {
     transactionsApiKey: process.env.TRANSACTIONS_API_KEY ?? DEFAULT_TRANSACTIONS_API_KEY,
     inventoryApiKey: process.env.INVENTORY_API_KEY ?? DEFAULT_INVENTORY_API_KEY,
     jwtSecret: jwtSecretFromEnv(),
+    corsOrigins: corsOriginsFromEnv(),
     logger: { level: 'info' }
   })
   await gateway.listen({ host: '127.0.0.1', port: portFromEnv('PORT', 8080) })

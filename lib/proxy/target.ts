@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods, onRequestHookHandler } from 'fastify'
 import replyFrom from '@fastify/reply-from'
 import type { TokenService } from '../auth/token.js'
+import { corsRouteConfig } from '../cors/register.js'
 import { requireToken } from '../auth/token.js'
 import { NoResponseError, PathTraversalError } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
@@ -152,7 +153,8 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // Content-Encoding and Content-Length: bodies pass as they came, and
       // ctx.request.json() decodes them itself.
       decompress: false as const,
-      logSerializers: { err: safeErrorLog }
+      logSerializers: { err: safeErrorLog },
+      config: corsRouteConfig(target.cors, METHODS)
     }
     if (target.websocket === undefined) {
       scope.route({ ...routeOptions, url: '/' })
@@ -171,7 +173,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
         onRequest: [guardPath, ...ws.onRequest],
         preHandler: ws.preHandler,
         wsHandler: ws.wsHandler,
-        config: ws.config
+        config: { ...ws.config, ...routeOptions.config }
       })
     }
   }

@@ -24,7 +24,7 @@ export interface ErpStack {
  * with `stack.transactionsService.server.on('request' | 'upgrade', ...)`: the
  * raw server sees every request, even those its key check refuses.
  */
-export async function startErpStack (t: Test, opts: { logger?: FastifyServerOptions['logger'] } = {}): Promise<ErpStack> {
+export async function startErpStack (t: Test, opts: { logger?: FastifyServerOptions['logger'], corsOrigins?: string[] } = {}): Promise<ErpStack> {
   const transactionsService = buildTransactionsService({ apiKey: TRANSACTIONS_KEY })
   const inventoryService = buildInventoryService({ apiKey: INVENTORY_KEY })
   const transactions = await transactionsService.listen({ host: '127.0.0.1', port: 0 })
@@ -35,7 +35,8 @@ export async function startErpStack (t: Test, opts: { logger?: FastifyServerOpti
     transactionsApiKey: TRANSACTIONS_KEY,
     inventoryApiKey: INVENTORY_KEY,
     jwtSecret: JWT_SECRET,
-    ...(opts.logger === undefined ? {} : { logger: opts.logger })
+    ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+    ...(opts.corsOrigins === undefined ? {} : { corsOrigins: opts.corsOrigins })
   })
   const gateway = await gatewayApp.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
