@@ -89,7 +89,7 @@ export interface ResolvedOptions {
   readonly auth: ResolvedAuth
   readonly targets: readonly ResolvedTarget[]
   readonly compress: FastifyCompressOptions | false
-  readonly shutdown: { readonly drainTimeout: number }
+  readonly shutdown: { readonly drainTimeout: number | undefined }
 }
 
 function fail (option: string, expected: string): never {
