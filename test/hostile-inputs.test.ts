@@ -6,7 +6,7 @@ import type { FastifyRequest } from 'fastify'
 import { buildApp, listen } from './helpers/app.js'
 import type { RawResponse } from './helpers/raw-request.js'
 import { startUpstream, upstreamFor } from './helpers/upstream.js'
-import { startWsUpstream } from './helpers/ws-upstream.js'
+import { closed, openClient, startWsUpstream, wsUrl } from './helpers/ws-upstream.js'
 import { resolveOptions } from '../lib/options.js'
 import { bindReply, createDispatcher } from '../lib/transport/dispatcher.js'
 import { isValidAuthority } from '../lib/transport/public-origin.js'
@@ -201,4 +201,26 @@ hostile('isValidAuthority', async (t) => {
   for (const host of BAD_HOSTS) t.notOk(isValidAuthority(host), JSON.stringify(host))
   t.notOk(isValidAuthority('a'.repeat(64)), 'label over 63')
   t.notOk(isValidAuthority(`${'a.'.repeat(127)}a`), 'name over 253')
+})
+
+hostile('a message hook returning something ws cannot send closes the tunnel with 1011, not the process', async (t) => {
+  const upstream = await startWsUpstream()
+  t.teardown(upstream.close)
+  const app = await buildApp(t, {
+    targets: [{
+      prefix: '/live',
+      upstream: upstream.url,
+      public: true,
+      // A JavaScript caller's bug: neither undefined, null, a string nor a Buffer.
+      websocket: { onClientMessage: () => ({ not: 'sendable' }) as unknown as string }
+    }]
+  })
+  const client = await openClient(wsUrl(await listen(app), '/live'))
+  t.teardown(() => client.terminate())
+  const server = await upstream.nextSocket()
+  const clientClosed = closed(client)
+  const serverClosed = closed(server)
+  client.send('hello')
+  t.equal((await clientClosed).code, 1011, 'the caller gets 1011')
+  t.equal((await serverClosed).code, 1011, 'the upstream gets 1011')
 })
