@@ -97,7 +97,7 @@ export interface ResolvedOptions {
   readonly auth: ResolvedAuth
   readonly targets: readonly ResolvedTarget[]
   readonly compress: FastifyCompressOptions | false
-  readonly shutdown: { readonly drainTimeout: number }
+  readonly shutdown: { readonly drainTimeout: number | undefined }
   /** The top-level CORS policy (token routes, default of targets), `undefined` when off. */
   readonly cors: ResolvedCors | undefined
 }

@@ -428,7 +428,7 @@ export interface GatehouseOptions {
   compress?: FastifyCompressOptions | false
   /**
    * Graceful shutdown of proxied requests on `fastify.close()`.
-   * @example { drainTimeout: 30_000 }
+   * @example { drainTimeout: 5_000 }
    */
   shutdown?: ShutdownOptions
   /**

@@ -160,3 +160,55 @@ t.test('a request arriving on an open connection during the drain gets 503 FST_G
   await closing
   t.same(upstream.seen.map((r) => r.url), ['/api/slow'], 'the upstream never saw B')
 })
+
+/** An upstream that accepts requests and never answers; `seen` resolves on the first one. */
+async function stalledUpstream (t: Test) {
+  let arrived: () => void = () => {}
+  const seen = new Promise<void>((resolve) => { arrived = resolve })
+  const upstream = await startUpstream(() => arrived())
+  t.teardown(upstream.close)
+  return { upstream, seen }
+}
+
+t.test('with default options, close() resolves inside Fastify\'s close budget while a request to a stalled upstream is in flight', async (t) => {
+  const { upstream, seen } = await stalledUpstream(t)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
+  const base = await listen(app)
+  const inFlight = fetch(`${base}/api/stalled`, { headers: bearer(tokenFor(app)) }).then((res) => res.status, () => 'cut')
+  await seen
+  const started = Date.now()
+  // Before the fix the drain (10 s) overran Fastify's 10 s pluginTimeout and close() rejected.
+  await t.resolves(app.close(), 'close() resolves')
+  const elapsed = Date.now() - started
+  // Resolving at all proves it fit: an overrun rejects with FST_ERR_HOOK_TIMEOUT.
+  t.ok(elapsed >= 8500, `drained for 90% of pluginTimeout (${elapsed} ms)`)
+  const outcome = await inFlight
+  t.ok(outcome === 'cut' || (typeof outcome === 'number' && outcome >= 500), `the stalled request was cut (${String(outcome)})`)
+})
+
+t.test('the default drain shrinks to fit a smaller pluginTimeout', async (t) => {
+  const { upstream, seen } = await stalledUpstream(t)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], server: { pluginTimeout: 1000 } })
+  const base = await listen(app)
+  const inFlight = fetch(`${base}/api/stalled`, { headers: bearer(tokenFor(app)) }).then((res) => res.status, () => 'cut')
+  await seen
+  const started = Date.now()
+  await t.resolves(app.close(), 'close() resolves')
+  const elapsed = Date.now() - started
+  t.ok(elapsed >= 800, `drained for about 900 ms (${elapsed} ms)`)
+  await inFlight
+})
+
+t.test('a drainTimeout that cannot fit in pluginTimeout is refused at register', async (t) => {
+  const { default: Fastify } = await import('fastify')
+  const { default: gatehouse } = await import('../lib/index.js')
+  const register = async (drainTimeout: number, pluginTimeout?: number): Promise<void> => {
+    const app = Fastify(pluginTimeout === undefined ? {} : { pluginTimeout })
+    t.teardown(() => app.close())
+    await app.register(gatehouse, { auth: { secret: 'test-secret-that-is-at-least-32-bytes-long!', login: false }, targets: [], shutdown: { drainTimeout } })
+  }
+  await t.rejects(register(10_000), { code: 'FST_GATEHOUSE_INVALID_OPTION', message: /shutdown\.drainTimeout.*at most 9000 ms.*pluginTimeout/ })
+  await t.resolves(register(9_000), '90% of the default pluginTimeout fits')
+  await t.resolves(register(30_000, 40_000), 'a larger pluginTimeout makes room')
+  await t.resolves(register(60_000, 0), 'pluginTimeout 0 has no limit')
+})

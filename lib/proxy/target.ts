@@ -14,6 +14,7 @@ import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
 import { errorCode, upstreamError } from './upstream-errors.js'
 import { bindReply, createDispatcher, transportError } from '../transport/dispatcher.js'
+import { checkRequestOrigin } from '../transport/public-origin.js'
 import { rewriteResponseHeaders } from '../transport/rewrite-headers.js'
 import { websocketRoute } from '../ws/upgrade.js'
 
@@ -51,6 +52,9 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const upstream = createDispatcher(target, scope)
     scope.addHook('onClose', upstream.close)
     await scope.register(replyFrom, { base: target.origin, undici: upstream.dispatcher, disableRequestLogging: true })
+    // First of the scope's hooks: a bad Host is refused before the token
+    // check, WebSocket upgrades included, and before any upstream contact.
+    scope.addHook('onRequest', checkRequestOrigin)
 
     scope.removeAllContentTypeParsers()
     scope.addContentTypeParser('*', passBodyThrough)
@@ -86,7 +90,10 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       const reply = ctx.fastifyReply
 
       // Resolves with a transport failure; rejects only on a programming error.
-      const failure = await new Promise<Error | void>((resolve) => {
+      // reply-from calls these from undici's callback, inside a promise
+      // chain nobody awaits: a throw there would be an unhandled rejection
+      // and a request that never ends, so each one catches its own.
+      const failure = await new Promise<Error | void>((resolve, reject) => {
         let settled = false
         const options: ReplyFromOptions = {
           method: outgoing.method as HTTPMethods,
@@ -97,21 +104,30 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
           retryDelay: noRetry,
           onResponse (_request, _reply, res) {
             const answer = res as unknown as UpstreamAnswer
-            if (settled) {
-              answer.stream.on('error', noop).destroy()
-              return
-            }
-            settled = true
             // Dropping the body (ctx.respond, a throwing middleware) destroys
             // it; that must not surface as an unhandled 'error' event.
             answer.stream.on('error', noop)
-            ctx.response = { status: answer.statusCode, headers: rewriteResponseHeaders(incomingHeaders(answer.headers, target.headerPolicy), target, ctx.fastifyRequest, outgoing.path), body: answer.stream }
-            resolve()
+            if (settled) {
+              answer.stream.destroy()
+              return
+            }
+            settled = true
+            try {
+              ctx.response = { status: answer.statusCode, headers: rewriteResponseHeaders(incomingHeaders(answer.headers, target.headerPolicy), target, ctx.fastifyRequest, outgoing.path), body: answer.stream }
+              resolve()
+            } catch (err) {
+              answer.stream.destroy()
+              reject(err)
+            }
           },
           onError (_reply, { error }) {
             if (settled) return
             settled = true
-            resolve(transportError(error) ?? upstreamError(error))
+            try {
+              resolve(transportError(error) ?? upstreamError(error))
+            } catch (err) {
+              reject(err)
+            }
           }
         }
         reply.from(outgoing.path, options)

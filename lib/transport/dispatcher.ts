@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { Dispatcher, Pool } from 'undici'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
-import { CircuitOpenError, NoHealthyUpstreamError, ShuttingDownError } from '../errors.js'
+import { CircuitOpenError, InternalError, NoHealthyUpstreamError, ShuttingDownError } from '../errors.js'
 import type { ResolvedTarget } from '../options.js'
 import type { HeaderMap } from '../types.js'
 import { Balancer, UpstreamNode } from './balancer.js'
@@ -118,7 +118,36 @@ export class TargetTransport implements UpstreamDispatcher {
     const headers: Record<string, unknown> = {}
     for (const name in opts.headers) if (opts.headers[name] !== undefined) headers[name] = opts.headers[name]
     const reply = opts.headers[REQUEST_CONTEXT] as FastifyReply | undefined
-    this.#send(opts, headers, reply).then((res) => callback(null, res), (err: Error) => callback(err))
+    this.#send(opts, headers, reply).then((res) => {
+      try {
+        callback(null, res)
+      } catch (err) {
+        res.body.on('error', noop).destroy()
+        this.#callbackFailed(err, reply)
+      }
+    }, (err: Error) => {
+      try {
+        callback(err)
+      } catch (thrown) {
+        this.#callbackFailed(thrown, reply)
+      }
+    })
+  }
+
+  /**
+   * A callback that throws here would reject a promise nobody awaits: an
+   * unhandled rejection (the process exits by default) and a request that
+   * never ends. It becomes a 500 for that request instead.
+   */
+  #callbackFailed (err: unknown, reply: FastifyReply | undefined): void {
+    const log = reply?.request.log ?? this.#log
+    log?.error({ err }, 'upstream response handling failed')
+    if (reply === undefined || reply.sent) return
+    if (reply.raw.headersSent) {
+      reply.raw.destroy()
+      return
+    }
+    reply.send(new InternalError())
   }
 
   async #send (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined): Promise<Dispatcher.ResponseData> {

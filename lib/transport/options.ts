@@ -361,13 +361,16 @@ export function resolveTransport (value: unknown, upstream: unknown, at: string)
 export interface ShutdownOptions {
   /**
    * Milliseconds `fastify.close()` lets in-flight proxied requests finish
-   * before their upstream connections are cut. Default 10000.
+   * before their upstream connections are cut. Default 10000, lowered to 90%
+   * of Fastify's `pluginTimeout` (which bounds each close hook) when that is
+   * less; a value set here above that is refused at register.
+   * @example 30_000 // with Fastify({ pluginTimeout: 40_000 })
    */
   drainTimeout?: number
 }
 
-/** Validates the top-level `shutdown` option. */
-export function resolveShutdown (value: unknown): { readonly drainTimeout: number } {
+/** Validates the top-level `shutdown` option; `drainTimeout` stays undefined when not set (see shutdown.ts). */
+export function resolveShutdown (value: unknown): { readonly drainTimeout: number | undefined } {
   const opts = object(value, 'shutdown', '{ drainTimeout? }')
-  return { drainTimeout: integer(opts.drainTimeout, 'shutdown.drainTimeout', DEFAULT_DRAIN_TIMEOUT, 0) }
+  return { drainTimeout: opts.drainTimeout === undefined ? undefined : integer(opts.drainTimeout, 'shutdown.drainTimeout', DEFAULT_DRAIN_TIMEOUT, 0) }
 }

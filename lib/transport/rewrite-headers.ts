@@ -2,18 +2,20 @@ import { isIP } from 'node:net'
 import type { FastifyRequest } from 'fastify'
 import type { ResolvedTarget } from '../options.js'
 import type { HeaderMap } from '../types.js'
+import { requestOrigin } from './public-origin.js'
 
 /** Where a response is seen from: the gateway's side and the upstream's. */
 interface Mapping {
-  readonly publicOrigin: string
-  readonly publicHostname: string
+  /** Undefined when the request's Host is unusable: Location stays relative. */
+  readonly publicOrigin: string | undefined
+  /** The configured publicOrigin's hostname, if one is configured. */
+  readonly publicHostname: string | undefined
   /** The request path's part the target prefix matched, e.g. `/shops/7`. */
   readonly publicPrefix: string
   /** The same place on the upstream, e.g. `/api/v2/7` ('' for the root). */
   readonly upstreamPrefix: string
   readonly upstreams: ReadonlySet<string>
   readonly upstreamHostnames: ReadonlySet<string>
-  readonly explicitOrigin: boolean
 }
 
 function pathOf (url: string): string {
@@ -23,7 +25,8 @@ function pathOf (url: string): string {
 
 function mapping (target: ResolvedTarget, request: FastifyRequest, upstreamPath: string): Mapping {
   const settings = target.transport.rewrite
-  const publicOrigin = settings.publicOrigin ?? `${request.protocol}://${request.host}`
+  // Never `new URL()` on what the client sent: requestOrigin validated it or gave up.
+  const publicOrigin = settings.publicOrigin ?? requestOrigin(request)
   const publicPath = pathOf(request.url)
   let end = 0
   for (let i = 0; i < target.prefixSegments; i++) {
@@ -38,12 +41,12 @@ function mapping (target: ResolvedTarget, request: FastifyRequest, upstreamPath:
     : rest === '' ? upstreamPath.replace(/\/$/, '') : target.basePath
   return {
     publicOrigin,
-    publicHostname: new URL(publicOrigin).hostname,
+    // Validated at register, so this cannot throw.
+    publicHostname: settings.publicOrigin === undefined ? undefined : new URL(settings.publicOrigin).hostname,
     publicPrefix,
     upstreamPrefix,
     upstreams: new Set(target.transport.origins),
-    upstreamHostnames: new Set(target.transport.origins.map((origin) => new URL(origin).hostname.toLowerCase())),
-    explicitOrigin: settings.publicOrigin !== undefined
+    upstreamHostnames: new Set(target.transport.origins.map((origin) => new URL(origin).hostname.toLowerCase()))
   }
 }
 
@@ -68,7 +71,9 @@ function rewriteLocation (value: string, m: Mapping): string {
     return value
   }
   if (!m.upstreams.has(url.origin)) return value
-  return m.publicOrigin + mapPath(url.pathname, m) + url.search + url.hash
+  // Without a usable public origin, a relative reference still leads the
+  // client to the same place, and never to the internal address.
+  return (m.publicOrigin ?? '') + mapPath(url.pathname, m) + url.search + url.hash
 }
 
 function rewriteCookie (cookie: string, m: Mapping): string {
@@ -81,7 +86,7 @@ function rewriteCookie (cookie: string, m: Mapping): string {
     if (name === 'domain' && m.upstreamHostnames.has(value.replace(/^\./, '').toLowerCase())) {
       // Host-only (no Domain) binds the cookie to exactly the host the client
       // used; a configured public origin with a DNS name is set explicitly.
-      if (m.explicitOrigin && isIP(m.publicHostname) === 0) out.push(` Domain=${m.publicHostname}`)
+      if (m.publicHostname !== undefined && isIP(m.publicHostname) === 0) out.push(` Domain=${m.publicHostname}`)
       continue
     }
     if (name === 'path' && value.startsWith('/')) {
@@ -98,6 +103,8 @@ function rewriteCookie (cookie: string, m: Mapping): string {
  * that point at the upstream's internal address so that they point at the
  * gateway's public origin and prefix. Redirects themselves are never
  * followed: they reach the client with the rewritten `Location`.
+ * Never throws, whatever the client's Host: without a usable public origin an
+ * upstream URL becomes a relative `Location` and a cookie stays host-only.
  * Mutates and returns `headers`.
  */
 export function rewriteResponseHeaders (headers: HeaderMap, target: ResolvedTarget, request: FastifyRequest, upstreamPath: string): HeaderMap {

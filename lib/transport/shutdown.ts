@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
-import { ShuttingDownError } from '../errors.js'
+import { InvalidOptionError, ShuttingDownError } from '../errors.js'
+import { DEFAULT_DRAIN_TIMEOUT } from './options.js'
 
 const DRAIN = Symbol.for('fastify-gatehouse.drain')
 
@@ -31,15 +32,38 @@ class Drain {
   }
 }
 
+// Share of Fastify's per-hook close budget the drain may use; the rest is for
+// destroying the pools after it.
+const BUDGET_SHARE = 0.9
+
+/**
+ * How long the drain may last. Fastify runs each preClose hook under avvio's
+ * `pluginTimeout` and `close()` rejects with AVV_ERR_READY_TIMEOUT when one
+ * overruns, which crashes a host that awaits it at top level: the drain must
+ * end well inside that budget. The default shrinks to fit; a value the user
+ * set that cannot fit is refused at register rather than silently cut.
+ */
+export function drainTimeoutFor (configured: number | undefined, pluginTimeout: number | undefined): number {
+  // 0 turns avvio's timeout off; Fastify's own default is 10 s.
+  const budget = pluginTimeout === 0 ? Infinity : Math.floor((pluginTimeout ?? 10_000) * BUDGET_SHARE)
+  if (configured === undefined) return Math.min(DEFAULT_DRAIN_TIMEOUT, budget)
+  if (configured > budget) {
+    throw new InvalidOptionError('shutdown.drainTimeout', `at most ${budget} ms, 90% of Fastify's pluginTimeout (${String(pluginTimeout)} ms), which bounds each close hook; raise pluginTimeout in Fastify's options or lower drainTimeout`)
+  }
+  return configured
+}
+
 /**
  * Graceful shutdown of the gatehouse scope. On `fastify.close()` (its
  * `preClose` phase): the server stops accepting connections, new requests on
  * open connections get 503 FST_GATEHOUSE_SHUTTING_DOWN (when the host sets
  * `return503OnClosing: false`; otherwise Fastify's own 503 answers first),
- * in-flight requests get up to `drainTimeout` ms to finish, then every
- * upstream pool is destroyed, cutting what is still running (long streams).
+ * in-flight requests get up to the drain timeout (see drainTimeoutFor) to
+ * finish, then every upstream pool is destroyed, cutting what is still
+ * running (long streams), and `close()` goes on.
  */
-export function gracefulShutdown (scope: FastifyInstance, settings: { readonly drainTimeout: number }): void {
+export function gracefulShutdown (scope: FastifyInstance, settings: { readonly drainTimeout: number | undefined }): void {
+  const drainTimeout = drainTimeoutFor(settings.drainTimeout, scope.initialConfig.pluginTimeout)
   const drain = new Drain()
   scope.decorate(DRAIN as unknown as string, drain)
   scope.addHook('onRequest', (request, reply, done) => {
@@ -62,7 +86,7 @@ export function gracefulShutdown (scope: FastifyInstance, settings: { readonly d
     drain.draining = true
     // Stop accepting connections now; Fastify's own close comes after this hook.
     if (scope.server.listening) scope.server.close()
-    await drain.settle(settings.drainTimeout)
+    await drain.settle(drainTimeout)
     await Promise.all([...drain.transports].map((transport) => transport.close()))
   })
 }

@@ -114,10 +114,17 @@ class Relay {
   }
 
   private deliver (result: WebSocketHookResult, data: Buffer, binary: boolean): void {
-    if (result === null) return
-    if (result === undefined) this.send(data, binary)
-    else if (typeof result === 'string') this.send(result, false)
-    else this.send(result, true)
+    // Runs in a socket's 'message' event or at the end of a promise chain
+    // nobody awaits: a throw (a hook returning something ws cannot send) must
+    // close this tunnel, not reach the process.
+    try {
+      if (result === null) return
+      if (result === undefined) this.send(data, binary)
+      else if (typeof result === 'string') this.send(result, false)
+      else this.send(result, true)
+    } catch (err) {
+      this.tunnel.fail(err)
+    }
   }
 
   private send (data: Buffer | string, binary: boolean): void {

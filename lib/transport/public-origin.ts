@@ -1,0 +1,86 @@
+import { isIP } from 'node:net'
+import type { FastifyRequest, onRequestHookHandler } from 'fastify'
+import { BadRequestError } from '../errors.js'
+
+// One DNS label as hosts are really named: letters, digits, '-' and '_' (which
+// internal names use and nginx accepts). No percent-encoding, no sub-delims.
+const LABEL = /^[a-z0-9_-]{1,63}$/i
+const NUMERIC = /^(?:0x[0-9a-f]*|[0-9]+)$/i
+const PORT = /^[1-9][0-9]{0,4}$/
+
+// Per request, so the check and every later rewrite see the same value.
+const origins = new WeakMap<FastifyRequest, string | null>()
+
+function validHostname (host: string): boolean {
+  const name = host.endsWith('.') ? host.slice(0, -1) : host
+  if (name.length === 0 || name.length > 253) return false
+  const labels = name.split('.')
+  for (const label of labels) if (!LABEL.test(label)) return false
+  // WHATWG URL reads a name that ends in a number as IPv4 (and rejects
+  // "1.2.3.999"): only a real dotted quad may look like one.
+  return !NUMERIC.test(labels[labels.length - 1] as string) || isIP(name) === 4
+}
+
+/**
+ * True for `host[:port]` as RFC 9110 allows it in `Host` and as a browser
+ * would send it: a DNS name or IPv4 address or bracketed IPv6 literal, then
+ * an optional port 1-65535. No userinfo, no empty port, no spaces.
+ */
+export function isValidAuthority (value: string): boolean {
+  let rest: string
+  if (value.startsWith('[')) {
+    const end = value.indexOf(']')
+    if (end === -1 || isIP(value.slice(1, end)) !== 6) return false
+    rest = value.slice(end + 1)
+  } else {
+    const colon = value.indexOf(':')
+    const host = colon === -1 ? value : value.slice(0, colon)
+    if (!validHostname(host)) return false
+    rest = colon === -1 ? '' : value.slice(colon)
+  }
+  if (rest === '') return true
+  if (rest[0] !== ':') return false
+  const port = rest.slice(1)
+  return PORT.test(port) && Number(port) <= 65535
+}
+
+function derive (request: FastifyRequest): string | undefined {
+  // Both honour trustProxy: X-Forwarded-Proto / X-Forwarded-Host from a trusted hop.
+  const protocol = String(request.protocol ?? '').toLowerCase()
+  if (protocol !== 'http' && protocol !== 'https') return undefined
+  const host = request.host
+  if (typeof host !== 'string' || !isValidAuthority(host)) return undefined
+  const origin = `${protocol}://${host}`
+  try {
+    // The grammar above is stricter than WHATWG URL; this only guards against
+    // a gap between the two, so that no later `new URL(origin)` can throw.
+    new URL(origin) // eslint-disable-line no-new
+  } catch {
+    return undefined
+  }
+  return origin
+}
+
+/**
+ * The origin the client addressed (`https://api.example.com:8443`), from
+ * `request.protocol` and `request.host`, or undefined when they do not make
+ * a usable origin. Never throws; derived once per request.
+ */
+export function requestOrigin (request: FastifyRequest): string | undefined {
+  let origin = origins.get(request)
+  if (origin === undefined) {
+    origin = derive(request) ?? null
+    origins.set(request, origin)
+  }
+  return origin ?? undefined
+}
+
+/**
+ * onRequest hook of a target scope: a request whose `Host` (or, with
+ * `trustProxy`, `X-Forwarded-Host` / `X-Forwarded-Proto`) is not a valid
+ * authority gets 400 before any token check or upstream contact, as nginx
+ * and Envoy answer an invalid Host.
+ */
+export const checkRequestOrigin: onRequestHookHandler = function checkRequestOrigin (request, _reply, done) {
+  done(requestOrigin(request) === undefined ? new BadRequestError('Invalid Host (or X-Forwarded-Host / X-Forwarded-Proto) header') : undefined)
+}
