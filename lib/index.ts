@@ -29,6 +29,7 @@ export type {
 } from './transport/options.js'
 export * as errors from './errors.js'
 export { Phase } from './types.js'
+export type { PathOptions } from './types.js'
 export { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 export type {
   BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure
