@@ -66,7 +66,9 @@ const ATTACKS: Array<[string, string]> = [
   ['a segment ending with a dot', '/api/x./y'],
   ['a path ending with a dot', '/api/x.'],
   ['full-width dot-dot', '/api/%EF%BC%8E%EF%BC%8E/admin'],
-  ['double-encoded full-width dot-dot', '/api/%25EF%25BC%258E%25EF%25BC%258E/admin']
+  ['double-encoded full-width dot-dot', '/api/%25EF%25BC%258E%25EF%25BC%258E/admin'],
+  ['broken percent-encoding once decoded', '/api/%25E0%25A4%25A'],
+  ['four rounds of encoding', '/api/%2525252541']
 ]
 
 for (const [name, path] of ATTACKS) {

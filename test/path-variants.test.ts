@@ -1,4 +1,5 @@
 import Fastify from 'fastify'
+import type { FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import type { Test } from 'tap'
 import gatehouse, { gatehouseFrameworkErrors } from '../lib/index.js'
@@ -20,9 +21,9 @@ import { refusedUpgrade, startWsUpstream, wsUrl } from './helpers/ws-upstream.js
 
 interface Gateway { base: string, upstream: Upstream, token: (claims: Record<string, unknown>) => string }
 
-async function gateway (t: Test, targets: Array<Omit<TargetOptions<any>, 'upstream'>>, paths?: GatehouseOptions['paths']): Promise<Gateway> {
+async function gateway (t: Test, targets: Array<Omit<TargetOptions<any>, 'upstream'>>, paths?: GatehouseOptions['paths'], server: FastifyServerOptions = {}): Promise<Gateway> {
   const upstream = await upstreamFor(t)
-  const app = Fastify({ logger: false, frameworkErrors: gatehouseFrameworkErrors })
+  const app = Fastify({ logger: false, frameworkErrors: gatehouseFrameworkErrors, ...server })
   t.teardown(() => app.close())
   await app.register(gatehouse, {
     auth: { secret: SECRET, login: false },
@@ -143,6 +144,23 @@ t.test('an encoded letter of the protected prefix routes to the protected target
   const res = await rawGet(base, '/api/%61dmin/users', bearer(token({ sub: 'root', role: 'admin' })))
   t.equal(res.status, 200)
   t.same(upstream.seen.map((seen) => seen.url), ['/api/%61dmin/users'])
+})
+
+t.test('the guard does not depend on the host\'s router options', async (t) => {
+  // The host owns the Fastify instance; whatever it sets, the upstream reads the raw path.
+  const { base, upstream, token } = await gateway(t, ADMIN_UNDER_API, undefined, {
+    // Fastify's types omit useSemicolonDelimiter from routerOptions; find-my-way takes it.
+    routerOptions: { ignoreDuplicateSlashes: true, caseSensitive: false, useSemicolonDelimiter: true } as FastifyServerOptions['routerOptions']
+  })
+  const auth = bearer(token(SHOP))
+  for (const path of ['/api//admin/users', '/api/admin;x/users', '/api/ADMIN/users', '/api/admin./users']) {
+    const res = await rawGet(base, path, auth)
+    t.ok(res.status === 400 || res.status === 403, `${path} refused (${res.status})`)
+  }
+  t.equal((await rawGet(base, '/api/ADMIN/users', auth)).status, 403, 'routed to the protected target')
+  const admin = await rawGet(base, '/api/ADMIN/users', bearer(token({ sub: 'root', role: 'admin' })))
+  t.equal(admin.status, 200)
+  t.same(upstream.seen.map((seen) => seen.url), ['/api/ADMIN/users'])
 })
 
 const LEGIT: Array<[string, string]> = [

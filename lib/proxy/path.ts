@@ -118,7 +118,7 @@ function hasLookAlike (path: string): boolean {
 
 /** A decoded path as a normalising upstream may read it. */
 function canonical (decoded: string, caseInsensitive: boolean): string {
-  const normal = decoded.normalize('NFKC')
+  const normal = NON_ASCII.test(decoded) ? decoded.normalize('NFKC') : decoded
   return caseInsensitive ? foldCase(normal) : normal
 }
 
