@@ -219,3 +219,12 @@ t.test('paths is validated at register', async (t) => {
     await t.rejects(async () => await app.ready(), { code: 'FST_GATEHOUSE_INVALID_OPTION', message: /"paths": expected \{ caseInsensitive\?: boolean \}/ })
   }
 })
+
+t.test('a prefix that the guard would refuse in a request fails at register', async (t) => {
+  for (const prefix of ['/api;x', '/files.', '/a./b']) {
+    const app = Fastify({ logger: false })
+    t.teardown(() => app.close())
+    void app.register(gatehouse, { auth: { secret: SECRET, login: false }, targets: [{ prefix, upstream: 'http://127.0.0.1:1' }] })
+    await t.rejects(async () => await app.ready(), { code: 'FST_GATEHOUSE_INVALID_OPTION', message: /targets\[0\]\.prefix/ }, prefix)
+  }
+})
