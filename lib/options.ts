@@ -10,6 +10,8 @@ import type { ResolvedRules } from './auth/rules.js'
 import { resolveRewrite } from './proxy/rewrite.js'
 import { resolveHeaderPolicy } from './proxy/headers.js'
 import type { ResolvedHeaderPolicy } from './proxy/headers.js'
+import { resolvePathGuard } from './proxy/path.js'
+import type { ResolvedPathGuard } from './proxy/path.js'
 import type { ResolvedRewrite } from './proxy/rewrite.js'
 import type { ResolvedWebSocket } from './ws/options.js'
 import { resolveShutdown, resolveTransport } from './transport/options.js'
@@ -17,7 +19,7 @@ import type { ResolvedTransport } from './transport/options.js'
 import { resolveCors, resolveTargetCors } from './cors/options.js'
 import type { ResolvedCors } from './cors/options.js'
 import type {
-  AuthOptions, CredentialsVerifier, GatehouseOptions, Middleware, TargetCredentials,
+  AuthOptions, CredentialsVerifier, GatehouseOptions, Middleware, PathOptions, TargetCredentials,
   TargetOptions, TokenAlgorithm
 } from './types.js'
 
@@ -91,6 +93,8 @@ export interface ResolvedTarget {
   readonly headerPolicy: ResolvedHeaderPolicy
   /** The CORS policy of this target (its own over the top-level one), `undefined` when off. */
   readonly cors: ResolvedCors | undefined
+  /** What the path guard compares a request path with: the prefixes the router prefers to this one. */
+  readonly pathGuard: ResolvedPathGuard
 }
 
 export interface ResolvedOptions {
@@ -135,8 +139,9 @@ function resolveExpiresIn (value: unknown): number {
 }
 
 function resolvePath (value: unknown, option: string): string {
-  if (typeof value !== 'string' || !value.startsWith('/') || /[?#\\\s]|\/\/|(^|\/)\.\.?(\/|$)/.test(value)) {
-    fail(option, 'an absolute path such as "/api" without query, fragment, dot segments or backslashes')
+  // What the path guard refuses in requests may not be part of a prefix either.
+  if (typeof value !== 'string' || !value.startsWith('/') || /[?#;\\\s]|\/\/|(^|\/)\.\.?(\/|$)|\.(\/|$)/.test(value)) {
+    fail(option, 'an absolute path such as "/api" without query, fragment, ";", backslashes, dot segments or a segment ending in "."')
   }
   return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value
 }
@@ -258,7 +263,16 @@ function resolveTimeouts (value: unknown, at: string): ResolvedTarget['timeouts'
   }
 }
 
-function resolveTarget (value: unknown, index: number, cors: ResolvedCors | undefined): ResolvedTarget {
+function resolvePaths (value: unknown): Required<PathOptions> {
+  if (value === undefined) return { caseInsensitive: true }
+  if (!isObject(value) || Object.keys(value).some((key) => key !== 'caseInsensitive') ||
+      (value.caseInsensitive !== undefined && typeof value.caseInsensitive !== 'boolean')) {
+    fail('paths', '{ caseInsensitive?: boolean }')
+  }
+  return { caseInsensitive: value.caseInsensitive !== false }
+}
+
+function resolveTarget (value: unknown, index: number, cors: ResolvedCors | undefined): Omit<ResolvedTarget, 'pathGuard'> {
   const at = `targets[${index}]`
   if (!isObject(value)) fail(at, 'an object { prefix, upstream, ... }')
   const target = value as unknown as TargetOptions<any>
@@ -317,7 +331,10 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   const auth = resolveAuth(opts.auth)
   if (!Array.isArray(opts.targets)) fail('targets', 'an array of targets')
   const cors = opts.cors === undefined ? undefined : resolveCors(opts.cors, 'cors')
-  const targets = opts.targets.map((target, index) => resolveTarget(target, index, cors))
+  const { caseInsensitive } = resolvePaths(opts.paths)
+  const resolved = opts.targets.map((target, index) => resolveTarget(target, index, cors))
+  const prefixes = resolved.map((target) => target.prefix)
+  const targets: ResolvedTarget[] = resolved.map((target) => ({ ...target, pathGuard: resolvePathGuard(target.prefix, prefixes, caseInsensitive) }))
   const seen = new Set<string>()
   for (const [index, target] of targets.entries()) {
     // Params with different names at the same place are still the same route.

@@ -437,6 +437,24 @@ export interface GatehouseOptions {
    * @example { origin: ['https://shop.example'], maxAge: 600 }
    */
   cors?: CorsOptions
+  /**
+   * How request paths are compared with the target prefixes (see the README's path policy).
+   * @example { caseInsensitive: false }
+   */
+  paths?: PathOptions
+}
+
+/** How the path guard reads request paths. */
+export interface PathOptions {
+  /**
+   * The upstreams may match paths case-insensitively, as Express, ASP.NET and IIS do by default:
+   * a path routed to one target whose case-folded form matches the prefix of a target the router
+   * prefers (`/api/ADMIN/x` beside `/api/admin`) is refused with 400. Set `false` only when every
+   * upstream behind an overlapping prefix compares paths case-sensitively, as Fastify does.
+   * @default true
+   * @example false
+   */
+  caseInsensitive?: boolean
 }
 
 /** What a target looks like from inside a middleware. */

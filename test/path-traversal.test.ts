@@ -61,7 +61,14 @@ const ATTACKS: Array<[string, string]> = [
   ['three dots', '/api/.../x'],
   ['a segment starting with two dots', '/api/..config/x'],
   ['a segment ending with two dots', '/api/x../y'],
-  ['double-encoded slash', '/api/a%252fb']
+  ['double-encoded slash', '/api/a%252fb'],
+  // Windows and IIS drop a trailing dot, so `x.` would be read as `x`.
+  ['a segment ending with a dot', '/api/x./y'],
+  ['a path ending with a dot', '/api/x.'],
+  ['full-width dot-dot', '/api/%EF%BC%8E%EF%BC%8E/admin'],
+  ['double-encoded full-width dot-dot', '/api/%25EF%25BC%258E%25EF%25BC%258E/admin'],
+  ['broken percent-encoding once decoded', '/api/%25E0%25A4%25A'],
+  ['four rounds of encoding', '/api/%2525252541']
 ]
 
 for (const [name, path] of ATTACKS) {
@@ -117,7 +124,7 @@ t.test('a traversal that a rewritePrefix would hide is still refused', async (t)
 })
 
 const LEGIT: Array<[string, string, string]> = [
-  ['dots inside a name', '/api/a.b/c..d/.hidden/e.', '/api/a.b/c..d/.hidden/e.'],
+  ['dots inside a name', '/api/a.b/c..d/.hidden/.e', '/api/a.b/c..d/.hidden/.e'],
   ['an encoded space', '/api/a%20b', '/api/a%20b'],
   ['encoded unreserved characters', '/api/caf%C3%A9/%7Euser', '/api/caf%C3%A9/%7Euser'],
   ['dot segments in the query string', '/api/files?path=../../etc&x=%2e%2e%2f', '/api/files?path=../../etc&x=%2e%2e%2f']

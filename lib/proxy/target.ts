@@ -11,7 +11,7 @@ import { admit } from './admit.js'
 import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, requestPayload } from './context.js'
 import type { RequestContext } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
-import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
+import { assertInsideBase, isAllowedPath, splitUrl, upstreamPath } from './path.js'
 import { errorCode, upstreamError } from './upstream-errors.js'
 import { bindReply, createDispatcher, transportError } from '../transport/dispatcher.js'
 import { checkRequestOrigin } from '../transport/public-origin.js'
@@ -34,8 +34,15 @@ function passBodyThrough (_request: FastifyRequest, payload: NodeJS.ReadableStre
   done(null, payload)
 }
 
-const guardPath: onRequestHookHandler = function guardPath (request, _reply, done) {
-  done(isSafePath(splitUrl(request.url).path) ? undefined : new PathTraversalError())
+/**
+ * Refuses, before the token check and any upstream contact (WebSocket
+ * upgrades included), a path that is unsafe or that an upstream may read as
+ * the prefix of a target the router prefers to this one.
+ */
+function pathGuard (target: ResolvedTarget): onRequestHookHandler {
+  return function guardPath (request, _reply, done) {
+    done(isAllowedPath(splitUrl(request.url).path, target.pathGuard) ? undefined : new PathTraversalError())
+  }
 }
 
 function safeErrorLog (err: Error): Record<string, unknown> {
@@ -159,6 +166,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       return send(reply, ctx.response, bufferUpTo, ctx)
     }
 
+    const guardPath = pathGuard(target)
     const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
     const routeOptions = {
       method: METHODS,
