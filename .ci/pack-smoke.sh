@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves the npm-package use: pack the project, install the tarball into a
 # throw-away host app outside the repo, type-check the host and serve one
-# proxied request through the installed plugin.
+# proxied request through the installed plugin, and check that a stack trace
+# from the installed package names only files the package ships.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -59,3 +60,23 @@ TS
 npm install --prefer-offline --no-audit --no-fund --loglevel=error "$work/$tarball" fastify "typescript@$ts_version" "@types/node@$types_version" >/dev/null
 npx --no-install tsc -p tsconfig.json
 node out/host.js
+
+# An options error thrown inside the package: with source maps on, every frame
+# in the package must name a file that the installed package contains.
+cat > stack.mjs <<'JS'
+import { existsSync } from 'node:fs'
+import Fastify from 'fastify'
+import gatehouse from 'fastify-gatehouse'
+
+const app = Fastify()
+const err = await app.register(gatehouse, { targets: 'not-a-list' }).then(() => null, (e) => e)
+const frames = (err?.stack ?? '').split('\n').filter((l) => l.includes('/node_modules/fastify-gatehouse/'))
+const files = frames.map((l) => l.match(/(?:file:\/\/)?(\/[^():]+\/node_modules\/fastify-gatehouse\/[^():]+):\d+:\d+/)?.[1])
+const missing = files.filter((f) => f === undefined || !existsSync(f))
+if (err?.code !== 'FST_GATEHOUSE_INVALID_OPTION' || frames.length === 0 || missing.length > 0) {
+  console.error('pack smoke failed: stack trace names files the package does not ship', missing, '\n' + err?.stack)
+  process.exit(1)
+}
+console.log(`pack smoke: stack trace names shipped files (${[...new Set(files)].map((f) => f.split('/node_modules/fastify-gatehouse/')[1]).join(', ')})`)
+JS
+node --enable-source-maps stack.mjs
