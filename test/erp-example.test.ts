@@ -11,7 +11,6 @@ import { claimsOf, INVENTORY_KEY, JWT_SECRET, serviceRows, shopToken, startErpSt
  * 127.0.0.1:0, driven with a real HTTP client.
  */
 
-
 /** One request as a service's HTTP server received it, before any hook. */
 interface Seen { method: string, url: string, apiKey: string | string[] | undefined, authorization: string | undefined }
 

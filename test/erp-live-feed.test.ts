@@ -12,7 +12,6 @@ import { closed, nextMessage, openClient, refusedUpgrade, wsUrl } from './helper
  * on 127.0.0.1:0, real `ws` clients through the gateway's WebSocket tunnel.
  */
 
-
 interface Erp {
   gateway: string
   transactions: string

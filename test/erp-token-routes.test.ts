@@ -12,7 +12,6 @@ import { rawGet } from './helpers/raw-request.js'
  * from the token. Real services and gateway on 127.0.0.1:0.
  */
 
-
 interface Erp {
   app: FastifyInstance
   gateway: string

@@ -10,6 +10,7 @@ import { request } from 'undici'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
 import { startUpstream } from './helpers/upstream.js'
 import type { Upstream, UpstreamHandler } from './helpers/upstream.js'
+import { signal } from './helpers/wait.js'
 
 /*
  * Streaming means the gateway forwards bytes as they come. Each test blocks one
@@ -25,11 +26,6 @@ function sha256 (data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-function deferred (): { promise: Promise<void>, resolve: () => void } {
-  let resolve = (): void => {}
-  const promise = new Promise<void>((r) => { resolve = r })
-  return { promise, resolve }
-}
 
 /** Random (incompressible) data cut in CHUNK-sized pieces. */
 function chunksOf (bytes: number): Buffer[] {
@@ -60,7 +56,7 @@ interface HalfwayUpstream {
 async function halfwayUpstream (t: Test): Promise<HalfwayUpstream> {
   const first = chunksOf(4 * MB)
   const second = chunksOf(4 * MB)
-  const gate = deferred()
+  const gate = signal()
   let ended = false
   const handler: UpstreamHandler = (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 8 * MB })
@@ -137,7 +133,7 @@ interface StreamingSink {
 
 /** An upstream that reports the first body bytes at once and answers with the total once the body has ended. */
 async function streamingSink (t: Test): Promise<StreamingSink> {
-  const first = deferred()
+  const first = signal()
   const upstream = await startUpstream((req, res, seen) => {
     req.once('data', () => first.resolve())
     req.on('end', () => {

@@ -8,7 +8,7 @@ t.test('redirects are not followed; Location and Set-Cookie are rewritten to the
     res.writeHead(302, {
       location: `${self}/base/v2/orders/7?x=1`,
       'content-location': '/base/v2/orders/7',
-      'set-cookie': [`sid=abc; Domain=127.0.0.1; Path=/base/v2; HttpOnly`, 'other=1; Domain=elsewhere.example; Path=/x'],
+      'set-cookie': ['sid=abc; Domain=127.0.0.1; Path=/base/v2; HttpOnly', 'other=1; Domain=elsewhere.example; Path=/x'],
       'content-length': 0
     })
     res.end()

@@ -76,6 +76,6 @@ export async function waitFor<T> (check: () => T | Promise<T>, opts: WaitForOpti
 /** A promise with its resolve function outside, for an upstream to say "I saw it". */
 export function signal<T = void> (): { promise: Promise<T>, resolve: (value: T) => void } {
   let resolve!: (value: T) => void
-  const promise = new Promise<T>((res) => { resolve = res })
+  const promise = new Promise<T>((_resolve) => { resolve = _resolve })
   return { promise, resolve }
 }
