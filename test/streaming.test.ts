@@ -26,7 +26,6 @@ function sha256 (data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-
 /** Random (incompressible) data cut in CHUNK-sized pieces. */
 function chunksOf (bytes: number): Buffer[] {
   const data = randomBytes(bytes)
