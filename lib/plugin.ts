@@ -6,7 +6,7 @@ import { registerLogout } from './auth/logout.js'
 import { registerRefresh } from './auth/refresh.js'
 import { registerTokens, verifyAccessToken } from './auth/token.js'
 import type { TokenService } from './auth/token.js'
-import { gatehouseErrorHandler } from './error-handler.js'
+import { gatehouseErrorHandler, gatehouseNotFound } from './error-handler.js'
 import { resolveOptions } from './options.js'
 import { targetScope } from './proxy/target.js'
 import { gracefulShutdown } from './transport/shutdown.js'
@@ -49,6 +49,8 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
 
   await fastify.register(async function gatehouseScope (scope: FastifyInstance) {
     scope.setErrorHandler(gatehouseErrorHandler)
+    // A host that set its own not-found handler before registering keeps it (Fastify allows one per prefix).
+    try { scope.setNotFoundHandler(gatehouseNotFound) } catch {}
     // Before the targets: they register their transports with the drain.
     gracefulShutdown(scope, options.shutdown)
     // Compression hooks attach to routes as they are added: it goes first.

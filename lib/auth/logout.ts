@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { BadRequestError } from '../errors.js'
 import type { ResolvedAuth } from '../options.js'
 import type { TokenLifecycle } from './lifecycle.js'
+import { jsonBodyParser, postOnly } from './login.js'
 import { fromStore, storeKeys } from './store.js'
 import { checkedBySession, requireToken, tokenId } from './token.js'
 import type { TokenService } from './token.js'
@@ -42,6 +43,8 @@ export function registerLogout (scope: FastifyInstance, auth: ResolvedAuth, toke
 
   scope.register(async function gatehouseLogout (route) {
     route.removeContentTypeParser('text/plain')
+    jsonBodyParser(route, 'logout')
+    postOnly(route, logout.path)
     route.post<{ Body: { refreshToken?: string } | undefined }>(logout.path, {
       schema: logoutSchema,
       validatorCompiler: () => validateLogoutBody,
