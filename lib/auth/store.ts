@@ -98,6 +98,12 @@ class Fifo {
     this.#items.push([key, seq])
   }
 
+  /** Puts an item just taken by `shift` back at the head. */
+  unshift (key: string, seq: number): void {
+    if (this.#head > 0) this.#items[--this.#head] = [key, seq]
+    else this.#items.unshift([key, seq])
+  }
+
   shift (): [string, number] | undefined {
     if (this.#head >= this.#items.length) return undefined
     const item = this.#items[this.#head++]
@@ -135,6 +141,11 @@ class Shelf {
       if (entry?.seq === item[1]) return [item[0], entry]
     }
     return undefined
+  }
+
+  /** Puts back, still the oldest, an entry `oldest` returned. */
+  requeueOldest (key: string, entry: Entry): void {
+    this.order.unshift(key, entry.seq)
   }
 
   /** Puts back, at the young end, an entry `oldest` returned. */
@@ -207,11 +218,25 @@ export class MemoryStore implements GatehouseStore {
   #makeRoom (): boolean {
     const now = this.#now()
     // Counters all live one throttle window from their creation, so the
-    // oldest expire first: the oldest one goes, expired or not.
+    // oldest expire first. Expired entries go before live ones: the oldest
+    // counter if expired, else one security entry looked at round-robin.
     const counter = this.#counters.oldest()
-    if (counter !== undefined) {
+    if (counter !== undefined && counter[1].expiresAt <= now) {
       this.#counters.map.delete(counter[0])
-      if (counter[1].expiresAt > now) return true
+      if (this.size < this.#max) return true
+    } else {
+      const secure = this.#secure.oldest()
+      if (secure !== undefined) {
+        if (secure[1].expiresAt <= now) this.#secure.map.delete(secure[0])
+        else this.#secure.requeue(...secure)
+      }
+      if (counter !== undefined) this.#counters.requeueOldest(...counter)
+      if (this.size < this.#max) return true
+    }
+    // Then the oldest live counters (revocations may hold the store over its cap).
+    for (let oldest = this.#counters.oldest(); oldest !== undefined; oldest = this.#counters.oldest()) {
+      this.#counters.map.delete(oldest[0])
+      if (this.size < this.#max) return true
     }
     // Security state has mixed TTLs: look at a batch, moving the live entries
     // to the young end so that successive sweeps walk it round-robin.
