@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { PathTraversalError } from './errors.js'
+import { NotFoundError, PathTraversalError } from './errors.js'
 
 /** The one error body shape every gatehouse response uses. */
 export interface ErrorBody {
@@ -75,4 +75,13 @@ export function gatehouseErrorHandler (error: FastifyError, request: FastifyRequ
  */
 export function gatehouseFrameworkErrors (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   gatehouseErrorHandler(error.code === 'FST_ERR_BAD_URL' ? new PathTraversalError() : error, request, reply)
+}
+
+/**
+ * Not-found handler of the gatehouse scope: unknown paths (and methods a
+ * route lacks) get the gatehouse error shape with a code, as every other
+ * gatehouse answer, instead of Fastify's body that echoes the method and path.
+ */
+export function gatehouseNotFound (request: FastifyRequest, reply: FastifyReply): void {
+  gatehouseErrorHandler(new NotFoundError() as FastifyError, request, reply)
 }

@@ -178,6 +178,24 @@ export const StoreUnavailableError = createError<'FST_GATEHOUSE_STORE_UNAVAILABL
   503
 )
 
+export const LoginBusyError = createError<'FST_GATEHOUSE_LOGIN_BUSY'>(
+  'FST_GATEHOUSE_LOGIN_BUSY',
+  'Too many logins in progress; try again shortly',
+  503
+)
+
+export const NotFoundError = createError<'FST_GATEHOUSE_NOT_FOUND'>(
+  'FST_GATEHOUSE_NOT_FOUND',
+  'No route for this method and path',
+  404
+)
+
+export const MethodNotAllowedError = createError<'FST_GATEHOUSE_METHOD_NOT_ALLOWED'>(
+  'FST_GATEHOUSE_METHOD_NOT_ALLOWED',
+  'This route only answers POST',
+  405
+)
+
 // Bodies in middleware (lib/proxy/body.ts) and upstream answers given to onUpstreamError
 export const UnsupportedContentEncodingError = createError<'FST_GATEHOUSE_UNSUPPORTED_CONTENT_ENCODING'>(
   'FST_GATEHOUSE_UNSUPPORTED_CONTENT_ENCODING',

@@ -52,10 +52,23 @@ export interface LoginOptions {
   verify: CredentialsVerifier
   /**
    * Slow down, then refuse with 429, repeated failed logins per user name and
-   * per client address. `true` uses the defaults. Default off.
+   * per client address. `true` or omitted uses the defaults; `false` turns
+   * it off. Default on.
    * @example { user: { max: 5 }, window: '15m' }
    */
   throttle?: boolean | LoginThrottleOptions
+  /**
+   * Credential checks (`verify` calls) run at once; scrypt runs on libuv's
+   * 4-thread pool, which DNS, file I/O and async zlib share. Default 2.
+   * @example 1
+   */
+  concurrency?: number
+  /**
+   * Logins that may wait for a free check; the next ones get 503
+   * `FST_GATEHOUSE_LOGIN_BUSY` with `Retry-After`. Default 8.
+   * @example 16
+   */
+  queue?: number
 }
 
 /** Limits for one kind of throttling key (a user name or a client address). */

@@ -6,6 +6,7 @@ import type { GatehouseOptions, LoginThrottleOptions } from '../lib/index.js'
 import { addressKey } from '../lib/auth/throttle.js'
 import { buildApp, testUsers } from './helpers/app.js'
 import { upstreamFor } from './helpers/upstream.js'
+import { request } from 'undici'
 
 /*
  * Login throttling: failures per user name and per client address slow down,
@@ -124,10 +125,21 @@ t.test('the lockout ends with the window', async (t) => {
   t.equal((await login(app, 'alice', 'alice-pw')).statusCode, 200)
 })
 
-t.test('throttling is off by default', async (t) => {
+t.test('throttling is on by default: 30 wrong passwords end in 429 over real sockets; throttle: false turns it off', async (t) => {
   const upstream = await upstreamFor(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
-  for (let i = 0; i < 15; i++) t.equal((await login(app, 'alice', `wrong-${i}`)).statusCode, 401)
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  // In parallel, so the default delays (250 ms doubling) overlap instead of adding up.
+  const statuses = await Promise.all(Array.from({ length: 30 }, async (_, i) => {
+    const res = await request(`${url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: `wrong-${i}` }) })
+    await res.body.dump()
+    return res.statusCode
+  }))
+  t.equal(statuses.filter((s) => s === 401).length, 10, 'the default user max: 10 guesses checked')
+  t.equal(statuses.filter((s) => s === 429).length, 20, 'the rest refused')
+
+  const off = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { login: { verify: await testUsers(), throttle: false } } })
+  for (let i = 0; i < 15; i++) t.equal((await login(off, 'alice', `wrong-${i}`)).statusCode, 401)
 })
 
 t.test('client addresses are counted per IPv4 address and per IPv6 /64', async (t) => {

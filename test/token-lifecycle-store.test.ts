@@ -54,18 +54,18 @@ t.test('increment counts atomically in a window that later increments do not ext
   t.equal(await store.increment('c', 1, 1000), 1, 'a new window')
 })
 
-t.test('the store is bounded: expired entries go first, then the oldest', async (t) => {
+t.test('the store is bounded: expired entries go first, then the oldest login counter', async (t) => {
   const { store, advance } = clockedStore(3)
   await store.set('short', '1', 10)
-  await store.set('a', '1', 10_000)
-  await store.set('b', '1', 10_000)
+  await store.set('gatehouse:throttle:user:a', '1', 10_000)
+  await store.set('gatehouse:throttle:user:b', '1', 10_000)
   advance(20)
-  await store.set('c', '1', 10_000)
+  await store.set('gatehouse:throttle:user:c', '1', 10_000)
   t.equal(store.size, 3)
-  t.equal(await store.get('a'), '1', 'the expired entry made room')
+  t.equal(await store.get('gatehouse:throttle:user:a'), '1', 'the expired entry made room')
   await store.set('d', '1', 10_000)
   t.equal(store.size, 3)
-  t.equal(await store.get('a'), undefined, 'then the oldest went')
+  t.equal(await store.get('gatehouse:throttle:user:a'), undefined, 'then the oldest counter went')
   t.equal(await store.get('d'), '1')
 })
 

@@ -82,7 +82,17 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
     frameworkErrors: gatehouseFrameworkErrors
   })
   await app.register(gatehouse, {
-    auth: { secret: opts.jwtSecret, expiresIn: '1h', login: { verify: verifyShopUser() } },
+    auth: {
+      secret: opts.jwtSecret,
+      // Short access tokens, kept alive by refresh tokens (POST /token/refresh).
+      expiresIn: '15m',
+      // Failed logins are throttled per shop name and per address (on by default; shown here):
+      // the 11th wrong password within 15 minutes gets 429 with Retry-After.
+      login: { verify: verifyShopUser(), throttle: { user: { max: 10 }, window: '15m' } },
+      refresh: { expiresIn: '7d', maxAge: '30d' },
+      // POST /logout ends the session: its refresh tokens and, at once, its access tokens.
+      logout: { revokeAccessToken: true }
+    },
     targets: [
       {
         name: 'transactions',

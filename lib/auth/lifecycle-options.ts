@@ -1,5 +1,5 @@
 import { InvalidOptionError } from '../errors.js'
-import type { AuthOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from '../types.js'
+import type { AuthOptions, LoginOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from '../types.js'
 import type { GatehouseStore } from './store.js'
 
 /*
@@ -14,6 +14,8 @@ export const DEFAULT_REFRESH_REUSE_INTERVAL_SECONDS = 2
 // A longer window is a longer time in which a stolen token forks the session unnoticed (Okta's cap).
 export const MAX_REFRESH_REUSE_INTERVAL_SECONDS = 60
 export const DEFAULT_LOGOUT_PATH = '/logout'
+export const DEFAULT_LOGIN_CONCURRENCY = 2
+export const DEFAULT_LOGIN_QUEUE = 8
 export const DEFAULT_THROTTLE = Object.freeze({
   windowSeconds: 15 * 60,
   user: Object.freeze({ max: 10, delayAfter: 3 }),
@@ -48,7 +50,14 @@ export interface ResolvedThrottle {
   readonly maxDelayMs: number
 }
 
+/** Bounds on concurrent credential checks at the login route. */
+export interface ResolvedLoginLimit {
+  readonly concurrency: number
+  readonly queue: number
+}
+
 export interface ResolvedLifecycle {
+  readonly loginLimit: ResolvedLoginLimit
   readonly refresh: ResolvedRefresh | false
   readonly logout: ResolvedLogout | false
   readonly throttle: ResolvedThrottle | false
@@ -114,7 +123,8 @@ function resolveLimit (value: unknown, option: string, fallback: Required<Thrott
 }
 
 function resolveThrottle (value: unknown): ResolvedThrottle | false {
-  const opts = section<LoginThrottleOptions>(value, 'auth.login.throttle', '{ user?, address?, window?, delayMs?, maxDelayMs? }')
+  // On unless turned off: a gateway is safe by default.
+  const opts = section<LoginThrottleOptions>(value ?? true, 'auth.login.throttle', '{ user?, address?, window?, delayMs?, maxDelayMs? }')
   if (opts === undefined) return false
   const delayMs = count(opts.delayMs, 'auth.login.throttle.delayMs', DEFAULT_THROTTLE.delayMs, 0)
   return {
@@ -166,8 +176,13 @@ export function resolveLifecycle (opts: AuthOptions, loginPath: string | false):
   if (new Set(routes).size !== routes.length) fail('auth', `distinct login, refresh and logout paths (got ${routes.join(', ')})`)
 
   const throttle = isObject(opts.login) ? resolveThrottle(opts.login.throttle) : false
+  const loginOpts: Partial<LoginOptions> = isObject(opts.login) ? opts.login as Partial<LoginOptions> : {}
+  const loginLimit = {
+    concurrency: count(loginOpts.concurrency, 'auth.login.concurrency', DEFAULT_LOGIN_CONCURRENCY, 1),
+    queue: count(loginOpts.queue, 'auth.login.queue', DEFAULT_LOGIN_QUEUE, 0)
+  }
   if (opts.store !== undefined && !isStore(opts.store)) fail('auth.store', 'a GatehouseStore { get, set, add, increment, delete }')
-  return { refresh, logout, throttle, store: opts.store }
+  return { loginLimit, refresh, logout, throttle, store: opts.store }
 }
 
 /** The route paths the lifecycle adds, which no target prefix may take. */

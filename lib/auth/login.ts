@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify'
-import { BadCredentialsError, BadRequestError } from '../errors.js'
+import { BadCredentialsError, BadRequestError, MethodNotAllowedError } from '../errors.js'
 import type { ResolvedAuth } from '../options.js'
 import type { GatehouseClaims, LoginCredentials } from '../types.js'
 import type { TokenLifecycle } from './lifecycle.js'
+import { LOGIN_BUSY_RETRY_AFTER, LoginGate } from './login-gate.js'
 import type { IssuedRefreshToken } from './refresh.js'
 import type { TokenService } from './token.js'
 
@@ -41,6 +42,35 @@ function validateLoginBody (body: unknown): { value: LoginCredentials } | { erro
   return { value: { username, password } }
 }
 
+/**
+ * Replaces a scope's JSON parser with Fastify's own (same prototype-poisoning
+ * protection) whose syntax errors say what is wrong with the body, like the
+ * other body errors of these routes, without the parser's detail.
+ */
+export function jsonBodyParser (scope: FastifyInstance, what: string): void {
+  const parse = scope.getDefaultJsonParser('error', 'error')
+  scope.removeContentTypeParser('application/json')
+  scope.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    parse(request, body as string, (err, value) => {
+      // An empty body keeps Fastify's own error (a body that says nothing is not malformed JSON).
+      if (err !== null && (err as { code?: string }).code !== 'FST_ERR_CTP_EMPTY_JSON_BODY') done(new BadRequestError(`Invalid ${what} body: not valid JSON`), undefined)
+      else done(err, value)
+    })
+  })
+}
+
+/**
+ * A POST-only route answers other methods that have no route of their own
+ * (GET, and HEAD with it) with 405 and `Allow: POST` (RFC 9110), not the
+ * host's 404. OPTIONS is left to the host (CORS preflight).
+ */
+export function postOnly (scope: FastifyInstance, path: string): void {
+  scope.get(path, async (_request, reply) => {
+    reply.header('allow', 'POST')
+    throw new MethodNotAllowedError()
+  })
+}
+
 /** The claims a client sees: without the time claims and the ids the gateway sets itself. */
 function publicClaims (claims: GatehouseClaims): GatehouseClaims {
   const { exp, iat, nbf, jti, sid, ...rest } = claims
@@ -67,10 +97,13 @@ export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, token
   const { path, verify } = auth.login
   const throttle = lifecycle?.throttle
   const sessions = lifecycle?.sessions
+  const gate = new LoginGate(auth.lifecycle.loginLimit)
 
   scope.register(async function gatehouseLogin (login) {
     // JSON only: a text/plain body is 415, not a string to validate.
     login.removeContentTypeParser('text/plain')
+    jsonBodyParser(login, 'login')
+    postOnly(login, path)
     login.post<{ Body: LoginCredentials }>(path, {
       schema: loginSchema,
       validatorCompiler: () => validateLoginBody,
@@ -78,7 +111,10 @@ export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, token
     }, async (request, reply) => {
       const { username, password } = request.body
       const attempt = await throttle?.attempt(username, request, reply)
-      const claims = await verify({ username, password }, request)
+      const claims = await gate.run(() => verify({ username, password }, request), () => {
+        // Set before the throw, the header survives into the error response.
+        reply.header('retry-after', String(LOGIN_BUSY_RETRY_AFTER))
+      })
       if (claims === null || typeof claims !== 'object') throw new BadCredentialsError()
       await attempt?.succeeded()
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache')

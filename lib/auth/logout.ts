@@ -2,8 +2,9 @@ import type { FastifyInstance } from 'fastify'
 import { BadRequestError } from '../errors.js'
 import type { ResolvedAuth } from '../options.js'
 import type { TokenLifecycle } from './lifecycle.js'
+import { jsonBodyParser, postOnly } from './login.js'
 import { fromStore, storeKeys } from './store.js'
-import { requireToken, tokenId } from './token.js'
+import { checkedBySession, requireToken, tokenId } from './token.js'
 import type { TokenService } from './token.js'
 
 const LOGOUT_BODY_LIMIT = 1024
@@ -33,7 +34,7 @@ const logoutSchema = {
  * POST logout route, behind the access token: revokes the session the access
  * token belongs to (its `sid`), the one of a refresh token in the body (holding
  * it is proof enough), and with `revokeAccessToken` the access token itself
- * until its `exp`. Answers 204 whether or not there was anything left to revoke.
+ * until its `exp` (through its session when it has one, else by its `jti`). Answers 204 whether or not there was anything left to revoke.
  */
 export function registerLogout (scope: FastifyInstance, auth: ResolvedAuth, tokens: TokenService, lifecycle: TokenLifecycle): void {
   const { logout } = auth.lifecycle
@@ -42,6 +43,8 @@ export function registerLogout (scope: FastifyInstance, auth: ResolvedAuth, toke
 
   scope.register(async function gatehouseLogout (route) {
     route.removeContentTypeParser('text/plain')
+    jsonBodyParser(route, 'logout')
+    postOnly(route, logout.path)
     route.post<{ Body: { refreshToken?: string } | undefined }>(logout.path, {
       schema: logoutSchema,
       validatorCompiler: () => validateLogoutBody,
@@ -58,7 +61,9 @@ export function registerLogout (scope: FastifyInstance, auth: ResolvedAuth, toke
         await Promise.all([...families].map((id) => sessions.revoke(id)))
       }
       const jti = tokenId(claims)
-      if (logout.revokeAccessToken && jti !== undefined && typeof claims.exp === 'number') {
+      // A token of a session is refused through its session, now ended: one
+      // lookup per request instead of two, and no entry per logged-out token.
+      if (logout.revokeAccessToken && jti !== undefined && typeof claims.exp === 'number' && !checkedBySession(tokens, claims)) {
         // Kept as long as the token could still pass verification, clock tolerance included.
         const ttl = (claims.exp + auth.clockToleranceSeconds) * 1000 - Date.now()
         if (ttl > 0) await fromStore(store.set(storeKeys.revokedJti(jti), '1', ttl))

@@ -77,17 +77,24 @@ export interface StaticUser {
  */
 export function staticUsers (users: Record<string, StaticUser>): CredentialsVerifier {
   const table = new Map<string, StaticUser>()
-  let strongest: ScryptCost | undefined
+  let cost: ScryptCost | undefined
+  let first = ''
   for (const [name, user] of Object.entries(users)) {
     const parsed = parseHash(user?.passwordHash)
     if (parsed === null) throw new TypeError(`staticUsers: user "${name}" needs a passwordHash made by hashPassword()`)
-    if (strongest === undefined || parsed.cost.N * parsed.cost.r * parsed.cost.p > strongest.N * strongest.r * strongest.p) {
-      strongest = parsed.cost
+    // Mixed costs would let response times tell which names exist (and which
+    // hash they have): one cost for the whole table, rehash the others.
+    if (cost === undefined) {
+      cost = parsed.cost
+      first = name
+    } else if (cost.N !== parsed.cost.N || cost.r !== parsed.cost.r || cost.p !== parsed.cost.p) {
+      throw new TypeError(`staticUsers: user "${name}" has scrypt cost N=${parsed.cost.N} r=${parsed.cost.r} p=${parsed.cost.p}, ` +
+        `user "${first}" N=${cost.N} r=${cost.r} p=${cost.p}: hash every password with the same cost`)
     }
     table.set(name, user)
   }
-  // Unknown users are checked against a hash of the strongest cost in the table.
-  const decoy = hashPassword(randomBytes(16).toString('hex'), strongest ?? DEFAULT_COST)
+  // Unknown users are checked against a hash of the table's cost.
+  const decoy = hashPassword(randomBytes(16).toString('hex'), cost ?? DEFAULT_COST)
 
   return async function verifyStaticUser ({ username, password }) {
     const user = table.get(username)

@@ -4,7 +4,7 @@ import { BadRequestError, RefreshTokenInvalidError, RefreshTokenReusedError } fr
 import type { ResolvedAuth } from '../options.js'
 import type { GatehouseClaims } from '../types.js'
 import type { ResolvedRefresh } from './lifecycle-options.js'
-import { tokenResponse } from './login.js'
+import { jsonBodyParser, postOnly, tokenResponse } from './login.js'
 import { fromStore, storeKeys } from './store.js'
 import type { GatehouseStore } from './store.js'
 import type { TokenService } from './token.js'
@@ -163,6 +163,8 @@ export function registerRefresh (scope: FastifyInstance, auth: ResolvedAuth, tok
 
   scope.register(async function gatehouseRefresh (route) {
     route.removeContentTypeParser('text/plain')
+    jsonBodyParser(route, 'refresh')
+    postOnly(route, refresh.path)
     route.post<{ Body: { refreshToken: string } }>(refresh.path, {
       schema: refreshSchema,
       validatorCompiler: () => validateRefreshBody,

@@ -41,6 +41,8 @@ export interface TokenService {
    * upgrades are rare enough that one lookup each costs little.
    */
   upgradeRevoked?: RevocationCheck
+  /** True when `revoked` checks the session of tokens that carry a `sid`. */
+  sessionChecked?: boolean
 }
 
 /** The `jti` of verified claims when it can be used as a store key, else `undefined`. */
@@ -50,25 +52,33 @@ export function tokenId (claims: GatehouseClaims): string | undefined {
 }
 
 /**
- * Looks up what logout and reuse detection leave in the store: the token's own
- * `jti` (when `jti` is checked) and its session, the refresh family named by
- * `sid` (when `session` is checked). A token without a `sid` (signed with
- * `signToken`, or before refresh was on) has no session to end; a `sid` that
- * cannot be a store key was never issued by this gateway and is refused.
+ * Looks up what logout and reuse detection leave in the store, in ONE store
+ * call per check. A token of a session (a `sid`, when `session` is checked)
+ * is refused once the session is gone: logout and reuse detection delete the
+ * family key, and logout then writes no `jti` revocation for it, since the
+ * session covers every token of it. A token without a `sid` (signed with
+ * `signToken`, or with refresh off) is looked up by its `jti` (when `jti` is
+ * checked). A `sid` that cannot be a store key was never issued by this
+ * gateway and is refused.
  */
 function revocationCheck (store: GatehouseStore, jti: boolean, session: boolean): RevocationCheck | undefined {
   if (!jti && !session) return undefined
   return async function revoked (claims) {
     const sid = session ? claims.sid : undefined
-    if (sid !== undefined && (typeof sid !== 'string' || sid.length === 0 || sid.length > MAX_JTI_LENGTH)) return true
+    if (sid !== undefined) {
+      if (typeof sid !== 'string' || sid.length === 0 || sid.length > MAX_JTI_LENGTH) return true
+      return await fromStore(store.get(storeKeys.family(sid))) === undefined
+    }
     // Tokens signed before revocation was turned on have no jti: they cannot have been revoked.
     const id = jti ? tokenId(claims) : undefined
-    const [revokedId, liveSession] = await Promise.all([
-      id === undefined ? undefined : fromStore(store.get(storeKeys.revokedJti(id))),
-      sid === undefined ? 'no session' : fromStore(store.get(storeKeys.family(sid)))
-    ])
-    return revokedId !== undefined || liveSession === undefined
+    if (id === undefined) return false
+    return await fromStore(store.get(storeKeys.revokedJti(id))) !== undefined
   }
+}
+
+/** True when `revoked` refuses the token through its session, so a `jti` revocation would be redundant. */
+export function checkedBySession (tokens: TokenService, claims: GatehouseClaims): boolean {
+  return tokens.sessionChecked === true && claims.sid !== undefined
 }
 
 /**
@@ -132,7 +142,8 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
       return verified.add(token, claims, now)
     },
     ...(revoked === undefined ? {} : { revoked }),
-    ...(upgradeRevoked === undefined ? {} : { upgradeRevoked })
+    ...(upgradeRevoked === undefined ? {} : { upgradeRevoked }),
+    sessionChecked: revokeAccessToken && sessions
   }
 }
 
