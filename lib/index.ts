@@ -22,7 +22,7 @@ export { MemoryStore, storeKeys } from './auth/store.js'
 export type { GatehouseStore, MemoryStoreOptions } from './auth/store.js'
 export type { LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from './types.js'
 export type { CorsOptions } from './types.js'
-export { gatehouseFrameworkErrors } from './error-handler.js'
+export { gatehouseFrameworkErrors, gatehouseNotFound } from './error-handler.js'
 export type { ErrorBody } from './error-handler.js'
 export type {
   ActiveHealthOptions, CircuitBreakerOptions, PassiveHealthOptions, PoolOptions, RetryOptions, RewriteOptions,

@@ -7,7 +7,7 @@ import { registerRefresh } from './auth/refresh.js'
 import { registerTokens, verifyAccessToken } from './auth/token.js'
 import type { TokenService } from './auth/token.js'
 import { registerCors } from './cors/register.js'
-import { gatehouseErrorHandler, gatehouseNotFound } from './error-handler.js'
+import { gatehouseErrorHandler } from './error-handler.js'
 import { lifecycleRoutes } from './auth/lifecycle-options.js'
 import { resolveOptions } from './options.js'
 import { targetScope } from './proxy/target.js'
@@ -57,8 +57,6 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
       const auth = options.auth
       await registerCors(scope, options.cors, [...(auth.login === false ? [] : [auth.login.path]), ...lifecycleRoutes(auth.lifecycle)])
     }
-    // A host that set its own not-found handler before registering keeps it (Fastify allows one per prefix).
-    try { scope.setNotFoundHandler(gatehouseNotFound) } catch {}
     // Before the targets: they register their transports with the drain.
     gracefulShutdown(scope, options.shutdown)
     // Compression hooks attach to routes as they are added: it goes first.

@@ -1,6 +1,8 @@
 import t from 'tap'
 import { request } from 'undici'
-import { buildApp, listen } from './helpers/app.js'
+import Fastify from 'fastify'
+import gatehouse, { gatehouseNotFound } from '../lib/index.js'
+import { SECRET, buildApp, listen } from './helpers/app.js'
 import { upstreamFor } from './helpers/upstream.js'
 
 /*
@@ -39,13 +41,29 @@ t.test('GET /login answers 405 with Allow: POST in the gatehouse shape', async (
   }
 })
 
-t.test('an unknown path answers 404 in the gatehouse shape, without echoing the path', async (t) => {
+t.test('an unknown path answers 404 in the gatehouse shape when the host opts in, without echoing the path', async (t) => {
   const upstream = await upstreamFor(t)
-  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
+  const app = Fastify({ logger: false })
+  t.teardown(() => app.close())
+  await app.register(gatehouse, { auth: { secret: SECRET, login: false }, targets: [{ prefix: '/api', upstream: upstream.url }] })
+  // The host owns the root not-found handler; the gatehouse only offers its shape.
+  app.setNotFoundHandler(gatehouseNotFound)
   const url = await listen(app)
   const res = await answer(`${url}/nowhere/<script>`)
   t.equal(res.status, 404)
   t.strictSame(res.body, { statusCode: 404, code: 'FST_GATEHOUSE_NOT_FOUND', error: 'Not Found', message: 'No route for this method and path' })
   t.equal(res.headers['cache-control'], 'no-store')
   t.equal(upstream.seen.length, 0)
+})
+
+t.test('a host sets its own not-found handler after registering the gatehouse', async (t) => {
+  const upstream = await upstreamFor(t)
+  const app = Fastify({ logger: false })
+  t.teardown(() => app.close())
+  await app.register(gatehouse, { auth: { secret: SECRET, login: false }, targets: [{ prefix: '/api', upstream: upstream.url }] })
+  app.setNotFoundHandler((_request, reply) => { void reply.code(404).send({ host: 'not found' }) })
+  const url = await listen(app)
+  const res = await answer(`${url}/nowhere`)
+  t.equal(res.status, 404)
+  t.strictSame(res.body, { host: 'not found' })
 })
