@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '../errors.js'
 import type { AuthOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from '../types.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 
 /*
  * Options of the token lifecycle (refresh, logout, login throttling, store),

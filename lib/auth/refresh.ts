@@ -6,7 +6,7 @@ import type { GatehouseClaims } from '../types.js'
 import type { ResolvedRefresh } from './lifecycle-options.js'
 import { tokenResponse } from './login.js'
 import { fromStore, storeKeys } from './store.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 import type { TokenService } from './token.js'
 
 /*

@@ -5,7 +5,7 @@ import { TokenExpiredError, TokenInvalidError, TokenMissingError, TokenRevokedEr
 import type { ResolvedAuth } from '../options.js'
 import type { GatehouseClaims } from '../types.js'
 import { fromStore, storeKeys } from './store.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 import { VerifiedTokens } from './verified.js'
 
 declare module '@fastify/jwt' {
