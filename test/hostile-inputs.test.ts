@@ -7,10 +7,10 @@ import { buildApp, listen } from './helpers/app.js'
 import type { RawResponse } from './helpers/raw-request.js'
 import { startUpstream, upstreamFor } from './helpers/upstream.js'
 import { closed, openClient, startWsUpstream, wsUrl } from './helpers/ws-upstream.js'
-import { resolveOptions } from '../lib/options.js'
+import { resolveOptions } from '../lib/options/resolve.js'
 import { bindReply, createDispatcher } from '../lib/transport/dispatcher.js'
 import { isValidAuthority } from '../lib/transport/public-origin.js'
-import { rewriteResponseHeaders } from '../lib/transport/rewrite-headers.js'
+import { rewriteResponseHeaders } from '../lib/proxy/rewrite-headers.js'
 
 // Anything a client sends that escapes its own request fails the file here,
 // instead of killing the test process or being swallowed.

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import type { ResolvedAuth } from '../options.js'
+import type { ResolvedAuth } from '../options/resolved.js'
 import { RefreshSessions } from './refresh.js'
 import { MemoryStore } from './store.js'
 import type { GatehouseStore } from '../types.js'

@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 import { BadCredentialsError, BadRequestError } from '../errors.js'
-import type { ResolvedAuth } from '../options.js'
+import type { ResolvedAuth } from '../options/resolved.js'
 import type { GatehouseClaims, LoginCredentials } from '../types.js'
 import type { TokenLifecycle } from './lifecycle.js'
-import type { IssuedRefreshToken } from './refresh.js'
 import type { TokenService } from './token.js'
+import { tokenResponse } from './token-response.js'
 
 // Credentials are small; a larger body is refused before it is parsed.
 const LOGIN_BODY_LIMIT = 8 * 1024
@@ -45,17 +45,6 @@ function validateLoginBody (body: unknown): { value: LoginCredentials } | { erro
 function publicClaims (claims: GatehouseClaims): GatehouseClaims {
   const { exp, iat, nbf, jti, sid, ...rest } = claims
   return rest
-}
-
-/** The body of a successful login or refresh; `refreshToken` only when refresh is on. */
-export function tokenResponse (auth: ResolvedAuth, token: string, claims: GatehouseClaims, refresh?: IssuedRefreshToken) {
-  return {
-    token,
-    tokenType: 'Bearer',
-    expiresIn: auth.expiresInSeconds,
-    claims,
-    ...(refresh === undefined ? {} : { refreshToken: refresh.token, refreshExpiresIn: refresh.expiresIn })
-  }
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { BadRequestError } from '../errors.js'
-import type { ResolvedAuth } from '../options.js'
+import type { ResolvedAuth } from '../options/resolved.js'
 import type { TokenLifecycle } from './lifecycle.js'
 import { fromStore, storeKeys } from './store.js'
 import { requireToken, tokenId } from './token.js'

@@ -29,7 +29,7 @@ export function isObject (value: unknown): value is Record<string, unknown> {
 
 /**
  * `value` as an options object whose keys are all in `known`; `undefined`
- * gives `{}`. A key that is not known fails with its path and, when one is
+ * gives `{}`. `option` is its path, `''` for the top level. A key that is not known fails with its path and, when one is
  * close (case aside, or at most two edits away), a "did you mean" hint: what
  * TypeScript users get from the compiler, JavaScript users get here.
  */
@@ -45,7 +45,7 @@ export function knownKeys (value: Record<string, unknown>, option: string, known
   for (const key of Object.keys(value)) {
     if (known.includes(key)) continue
     const hint = suggest(key, known)
-    fail(`${option}.${key}`, hint === undefined
+    fail(option === '' ? key : `${option}.${key}`, hint === undefined
       ? `a known option (one of ${known.join(', ')})`
       : `a known option; did you mean "${hint}"?`)
   }
@@ -171,14 +171,14 @@ export function path (value: unknown, option: string, example = '/api'): string 
 }
 
 /** An origin as browsers serialize it (scheme, host, optional port). */
-export function origin (value: unknown, option: string, also = ''): string {
+export function origin (value: unknown, option: string, orStar = false): string {
   let parsed: URL | undefined
   try {
     parsed = typeof value === 'string' ? new URL(value) : undefined
   } catch {}
   // "null" (sandboxed frames, file: pages) is shared by every such page.
   if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== value) {
-    fail(option, `an origin such as "https://shop.example" (scheme, host, optional port; no path, trailing slash${also})`)
+    fail(option, `an origin such as "https://shop.example" (scheme, host, optional port; no path${orStar ? ', trailing slash or "*"' : ' or trailing slash'})`)
   }
   return value as string
 }

@@ -1,4 +1,4 @@
-import { InvalidOptionError } from '../errors.js'
+import { MAX_TIMER_MS, fail, integer, object } from '../options/validate.js'
 import type { ActiveHealthOptions, CircuitBreakerOptions, PassiveHealthOptions, PoolOptions, RetryOptions, UpstreamTlsOptions } from '../types.js'
 
 export interface ResolvedTransport {
@@ -28,31 +28,20 @@ export const DEFAULT_DRAIN_TIMEOUT = 10_000
 export const DEFAULT_BUFFER_RESPONSES = 64 * 1024
 const MAX_BUFFER_RESPONSES = 64 * 1024 * 1024
 
-// Node timers overflow above this many milliseconds.
-const MAX_TIMER = 2 ** 31 - 1
 // Methods RFC 9110 calls idempotent (TRACE and CONNECT are never proxied).
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+const TRANSPORT_KEYS = [
+  'pool', 'tls', 'retry', 'balance', 'passiveHealth', 'activeHealth', 'circuitBreaker', 'rewrite', 'eventStreamIdle', 'http2',
+  'bufferResponses'
+]
 
-function fail (option: string, expected: string): never {
-  throw new InvalidOptionError(option, expected)
+function int (value: unknown, option: string, fallback: number, min: number, max = MAX_TIMER_MS): number {
+  return integer(value, option, fallback, { min, max })
 }
 
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function integer (value: unknown, option: string, fallback: number, min: number, max = MAX_TIMER): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    fail(option, `an integer from ${min} to ${max}`)
-  }
-  return value
-}
-
-function object (value: unknown, option: string, shape: string): Record<string, unknown> {
-  if (value === undefined) return {}
-  if (!isObject(value)) fail(option, `an object ${shape}`)
-  return value
+/** An options object (`{}` when undefined), unknown keys refused. */
+function section (value: unknown, option: string, known: readonly string[], orBoolean = false): Record<string, unknown> {
+  return object(value, option, known, `${orBoolean ? 'a boolean or ' : ''}an object { ${known.map((key) => `${key}?`).join(', ')} }`)
 }
 
 function pem (value: unknown, option: string): string | Buffer | undefined {
@@ -93,7 +82,7 @@ export function resolveUpstreams (value: unknown, at: string): { origins: string
 }
 
 function resolveTls (value: unknown, at: string): ResolvedTransport['tls'] {
-  const opts = object(value, at, '{ rejectUnauthorized?, ca?, cert?, key?, passphrase?, servername? }')
+  const opts = section(value, at, ['rejectUnauthorized', 'ca', 'cert', 'key', 'passphrase', 'servername'])
   if (opts.rejectUnauthorized !== undefined && typeof opts.rejectUnauthorized !== 'boolean') fail(`${at}.rejectUnauthorized`, 'a boolean')
   const ca = opts.ca === undefined
     ? undefined
@@ -115,7 +104,7 @@ function resolveTls (value: unknown, at: string): ResolvedTransport['tls'] {
 }
 
 function resolveRetry (value: unknown, at: string): ResolvedTransport['retry'] {
-  const opts = value === false ? { retries: 0 } : object(value, at, '{ retries?, methods?, statuses?, minDelay?, maxDelay?, maxRetryAfter? }')
+  const opts = value === false ? { retries: 0 } : section(value, at, ['retries', 'methods', 'statuses', 'minDelay', 'maxDelay', 'maxRetryAfter'])
   const methods = opts.methods ?? DEFAULT_RETRY_METHODS
   if (!Array.isArray(methods) || !methods.every((m) => typeof m === 'string' && IDEMPOTENT.has(m.toUpperCase()))) {
     fail(`${at}.methods`, `an array of idempotent methods (${[...IDEMPOTENT].join(', ')})`)
@@ -124,56 +113,56 @@ function resolveRetry (value: unknown, at: string): ResolvedTransport['retry'] {
   if (!Array.isArray(statuses) || !statuses.every((s) => Number.isInteger(s) && s >= 500 && s <= 599)) {
     fail(`${at}.statuses`, 'an array of 5xx status codes')
   }
-  const minDelay = integer(opts.minDelay, `${at}.minDelay`, DEFAULT_RETRY.minDelay, 0)
+  const minDelay = int(opts.minDelay, `${at}.minDelay`, DEFAULT_RETRY.minDelay, 0)
   return {
-    retries: integer(opts.retries, `${at}.retries`, DEFAULT_RETRY.retries, 0, 10),
+    retries: int(opts.retries, `${at}.retries`, DEFAULT_RETRY.retries, 0, 10),
     methods: new Set((methods as string[]).map((m) => m.toUpperCase())),
     statuses: new Set(statuses as number[]),
     minDelay,
-    maxDelay: integer(opts.maxDelay, `${at}.maxDelay`, Math.max(DEFAULT_RETRY.maxDelay, minDelay), minDelay),
-    maxRetryAfter: integer(opts.maxRetryAfter, `${at}.maxRetryAfter`, DEFAULT_RETRY.maxRetryAfter, 0)
+    maxDelay: int(opts.maxDelay, `${at}.maxDelay`, Math.max(DEFAULT_RETRY.maxDelay, minDelay), minDelay),
+    maxRetryAfter: int(opts.maxRetryAfter, `${at}.maxRetryAfter`, DEFAULT_RETRY.maxRetryAfter, 0)
   }
 }
 
 function resolvePassive (value: unknown, at: string, several: boolean): ResolvedTransport['passiveHealth'] {
   if (value === false || (value === undefined && !several)) return undefined
-  const opts = value === true ? {} : object(value, at, '{ failures?, coolDown? } or a boolean')
+  const opts = value === true ? {} : section(value, at, ['failures', 'coolDown'], true)
   return {
-    failures: integer(opts.failures, `${at}.failures`, DEFAULT_PASSIVE_HEALTH.failures, 1, 1000),
-    coolDown: integer(opts.coolDown, `${at}.coolDown`, DEFAULT_PASSIVE_HEALTH.coolDown, 1)
+    failures: int(opts.failures, `${at}.failures`, DEFAULT_PASSIVE_HEALTH.failures, 1, 1000),
+    coolDown: int(opts.coolDown, `${at}.coolDown`, DEFAULT_PASSIVE_HEALTH.coolDown, 1)
   }
 }
 
 function resolveActive (value: unknown, at: string): ResolvedTransport['activeHealth'] {
   if (value === undefined) return undefined
-  const opts = object(value, at, '{ path, interval?, timeout?, healthyThreshold?, unhealthyThreshold? }')
+  const opts = section(value, at, ['path', 'interval', 'timeout', 'healthyThreshold', 'unhealthyThreshold'])
   if (typeof opts.path !== 'string' || !opts.path.startsWith('/') || /[\s#]/.test(opts.path)) fail(`${at}.path`, 'an absolute path such as "/healthz"')
   return {
     path: opts.path,
-    interval: integer(opts.interval, `${at}.interval`, DEFAULT_ACTIVE_HEALTH.interval, 10),
-    timeout: integer(opts.timeout, `${at}.timeout`, DEFAULT_ACTIVE_HEALTH.timeout, 1),
-    healthyThreshold: integer(opts.healthyThreshold, `${at}.healthyThreshold`, DEFAULT_ACTIVE_HEALTH.healthyThreshold, 1, 100),
-    unhealthyThreshold: integer(opts.unhealthyThreshold, `${at}.unhealthyThreshold`, DEFAULT_ACTIVE_HEALTH.unhealthyThreshold, 1, 100)
+    interval: int(opts.interval, `${at}.interval`, DEFAULT_ACTIVE_HEALTH.interval, 10),
+    timeout: int(opts.timeout, `${at}.timeout`, DEFAULT_ACTIVE_HEALTH.timeout, 1),
+    healthyThreshold: int(opts.healthyThreshold, `${at}.healthyThreshold`, DEFAULT_ACTIVE_HEALTH.healthyThreshold, 1, 100),
+    unhealthyThreshold: int(opts.unhealthyThreshold, `${at}.unhealthyThreshold`, DEFAULT_ACTIVE_HEALTH.unhealthyThreshold, 1, 100)
   }
 }
 
 function resolveBreaker (value: unknown, at: string): ResolvedTransport['circuitBreaker'] {
   if (value === undefined || value === false) return undefined
-  const opts = value === true ? {} : object(value, at, '{ window?, minRequests?, failureRate?, coolDown?, halfOpenRequests? } or a boolean')
+  const opts = value === true ? {} : section(value, at, ['window', 'minRequests', 'failureRate', 'coolDown', 'halfOpenRequests'], true)
   const failureRate = opts.failureRate ?? DEFAULT_CIRCUIT_BREAKER.failureRate
   if (typeof failureRate !== 'number' || !(failureRate > 0 && failureRate <= 1)) fail(`${at}.failureRate`, 'a ratio above 0, up to 1')
   return {
-    window: integer(opts.window, `${at}.window`, DEFAULT_CIRCUIT_BREAKER.window, 10),
-    minRequests: integer(opts.minRequests, `${at}.minRequests`, DEFAULT_CIRCUIT_BREAKER.minRequests, 1, 1_000_000),
+    window: int(opts.window, `${at}.window`, DEFAULT_CIRCUIT_BREAKER.window, 10),
+    minRequests: int(opts.minRequests, `${at}.minRequests`, DEFAULT_CIRCUIT_BREAKER.minRequests, 1, 1_000_000),
     failureRate,
-    coolDown: integer(opts.coolDown, `${at}.coolDown`, DEFAULT_CIRCUIT_BREAKER.coolDown, 1),
-    halfOpenRequests: integer(opts.halfOpenRequests, `${at}.halfOpenRequests`, DEFAULT_CIRCUIT_BREAKER.halfOpenRequests, 1, 1000)
+    coolDown: int(opts.coolDown, `${at}.coolDown`, DEFAULT_CIRCUIT_BREAKER.coolDown, 1),
+    halfOpenRequests: int(opts.halfOpenRequests, `${at}.halfOpenRequests`, DEFAULT_CIRCUIT_BREAKER.halfOpenRequests, 1, 1000)
   }
 }
 
 function resolveRewrite (value: unknown, at: string): ResolvedTransport['rewrite'] {
   if (value === false) return { location: false, cookies: false, publicOrigin: undefined }
-  const opts = value === true ? {} : object(value, at, '{ location?, cookies?, publicOrigin? } or a boolean')
+  const opts = value === true ? {} : section(value, at, ['location', 'cookies', 'publicOrigin'], true)
   for (const name of ['location', 'cookies'] as const) {
     if (opts[name] !== undefined && typeof opts[name] !== 'boolean') fail(`${at}.${name}`, 'a boolean')
   }
@@ -193,10 +182,10 @@ function resolveRewrite (value: unknown, at: string): ResolvedTransport['rewrite
 
 /** Validates a target's `transport` option (and its `upstream` list) and applies defaults. */
 export function resolveTransport (value: unknown, upstream: unknown, at: string): ResolvedTransport {
-  const opts = object(value, `${at}.transport`, '{ pool?, tls?, retry?, balance?, passiveHealth?, activeHealth?, circuitBreaker?, rewrite?, eventStreamIdle?, http2?, bufferResponses? }')
+  const opts = section(value, `${at}.transport`, TRANSPORT_KEYS)
   const { origins } = resolveUpstreams(upstream, `${at}.upstream`)
   const where = `${at}.transport`
-  const pool = object(opts.pool, `${where}.pool`, '{ connections?, pipelining?, keepAliveTimeout?, keepAliveMaxTimeout? }')
+  const pool = section(opts.pool, `${where}.pool`, ['connections', 'pipelining', 'keepAliveTimeout', 'keepAliveMaxTimeout'])
   if (opts.balance !== undefined && opts.balance !== 'round-robin' && opts.balance !== 'least-in-flight') {
     fail(`${where}.balance`, '"round-robin" or "least-in-flight"')
   }
@@ -204,10 +193,10 @@ export function resolveTransport (value: unknown, upstream: unknown, at: string)
   return {
     origins,
     pool: {
-      connections: integer(pool.connections, `${where}.pool.connections`, DEFAULT_POOL.connections, 1, 65_536),
-      pipelining: integer(pool.pipelining, `${where}.pool.pipelining`, DEFAULT_POOL.pipelining, 1, 1000),
-      keepAliveTimeout: integer(pool.keepAliveTimeout, `${where}.pool.keepAliveTimeout`, DEFAULT_POOL.keepAliveTimeout, 1),
-      keepAliveMaxTimeout: integer(pool.keepAliveMaxTimeout, `${where}.pool.keepAliveMaxTimeout`, DEFAULT_POOL.keepAliveMaxTimeout, 1)
+      connections: int(pool.connections, `${where}.pool.connections`, DEFAULT_POOL.connections, 1, 65_536),
+      pipelining: int(pool.pipelining, `${where}.pool.pipelining`, DEFAULT_POOL.pipelining, 1, 1000),
+      keepAliveTimeout: int(pool.keepAliveTimeout, `${where}.pool.keepAliveTimeout`, DEFAULT_POOL.keepAliveTimeout, 1),
+      keepAliveMaxTimeout: int(pool.keepAliveMaxTimeout, `${where}.pool.keepAliveMaxTimeout`, DEFAULT_POOL.keepAliveMaxTimeout, 1)
     },
     tls: resolveTls(opts.tls, `${where}.tls`),
     retry: resolveRetry(opts.retry, `${where}.retry`),
@@ -216,14 +205,14 @@ export function resolveTransport (value: unknown, upstream: unknown, at: string)
     activeHealth: resolveActive(opts.activeHealth, `${where}.activeHealth`),
     circuitBreaker: resolveBreaker(opts.circuitBreaker, `${where}.circuitBreaker`),
     rewrite: resolveRewrite(opts.rewrite, `${where}.rewrite`),
-    eventStreamIdle: integer(opts.eventStreamIdle, `${where}.eventStreamIdle`, 0, 0),
+    eventStreamIdle: int(opts.eventStreamIdle, `${where}.eventStreamIdle`, 0, 0),
     http2: opts.http2 === true,
-    bufferResponses: integer(opts.bufferResponses, `${where}.bufferResponses`, DEFAULT_BUFFER_RESPONSES, 0, MAX_BUFFER_RESPONSES)
+    bufferResponses: int(opts.bufferResponses, `${where}.bufferResponses`, DEFAULT_BUFFER_RESPONSES, 0, MAX_BUFFER_RESPONSES)
   }
 }
 
 /** Validates the top-level `shutdown` option; `drainTimeout` stays undefined when not set (see shutdown.ts). */
 export function resolveShutdown (value: unknown): { readonly drainTimeout: number | undefined } {
-  const opts = object(value, 'shutdown', '{ drainTimeout? }')
-  return { drainTimeout: opts.drainTimeout === undefined ? undefined : integer(opts.drainTimeout, 'shutdown.drainTimeout', DEFAULT_DRAIN_TIMEOUT, 0) }
+  const opts = section(value, 'shutdown', ['drainTimeout'])
+  return { drainTimeout: opts.drainTimeout === undefined ? undefined : int(opts.drainTimeout, 'shutdown.drainTimeout', DEFAULT_DRAIN_TIMEOUT, 0) }
 }
