@@ -1,4 +1,4 @@
-import { PathTraversalError } from '../errors.js'
+import { PathNotAllowedError } from '../errors.js'
 import { splitPrefix } from './prefix.js'
 import type { PathTarget } from './prefix.js'
 
@@ -176,6 +176,6 @@ export function upstreamPath (target: PathTarget, rawPath: string, params: Recor
 export function assertInsideBase (target: PathTarget, path: string): void {
   if (!isSafePath(path) || !path.startsWith('/') || path.startsWith('//') ||
       (target.basePath !== '' && path !== target.basePath && !path.startsWith(target.basePath + '/'))) {
-    throw new PathTraversalError()
+    throw new PathNotAllowedError()
   }
 }

@@ -1,4 +1,4 @@
-import { ForbiddenError, PathTraversalError, RewriteFailedError } from '../errors.js'
+import { ForbiddenError, PathNotAllowedError, RewriteFailedError } from '../errors.js'
 import { claimOf, tenantOf } from '../auth/rules.js'
 import type { ResolvedTarget } from '../options/resolved.js'
 import type { GatehouseContext, RewriteFunction } from '../types.js'
@@ -16,7 +16,7 @@ function encodeSegment (value: string): string {
     return encodeURIComponent(value)
   } catch {
     // A lone surrogate cannot be encoded; it has no business in a path.
-    throw new PathTraversalError()
+    throw new PathNotAllowedError()
   }
 }
 
@@ -32,7 +32,7 @@ function fill (parts: readonly TemplatePart[], ctx: GatehouseContext<any, any>):
       out += encodeSegment(value)
     } else {
       const value = Object.hasOwn(ctx.params, part.name) ? ctx.params[part.name] : undefined
-      if (typeof value !== 'string' || value === '') throw new PathTraversalError()
+      if (typeof value !== 'string' || value === '') throw new PathNotAllowedError()
       out += encodeSegment(value)
     }
   }
@@ -42,7 +42,7 @@ function fill (parts: readonly TemplatePart[], ctx: GatehouseContext<any, any>):
 async function callRewrite (rewrite: RewriteFunction<any, any>, ctx: GatehouseContext<any, any>): Promise<string> {
   const prefix: unknown = await rewrite(ctx)
   if (typeof prefix !== 'string' || (prefix !== '' && !prefix.startsWith('/'))) throw new RewriteFailedError()
-  if (BAD_PREFIX.test(prefix)) throw new PathTraversalError()
+  if (BAD_PREFIX.test(prefix)) throw new PathNotAllowedError()
   return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
 }
 
