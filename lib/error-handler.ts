@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { NotFoundError, PathTraversalError } from './errors.js'
+import { BodyTooLargeError, NotFoundError, PathNotAllowedError, UnsupportedMediaTypeError } from './errors.js'
 
 /** The one error body shape every gatehouse response uses. */
 export interface ErrorBody {
@@ -24,9 +24,9 @@ function clientError (error: FastifyError): { status: number, code: string, mess
   }
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return { status: 415, code: 'FST_GATEHOUSE_UNSUPPORTED_MEDIA_TYPE', message: 'Unsupported media type: send application/json' }
+      return clientError(new UnsupportedMediaTypeError())
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return { status: 413, code: 'FST_GATEHOUSE_BODY_TOO_LARGE', message: 'The request body is too large' }
+      return clientError(new BodyTooLargeError())
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return { status: 400, code: 'FST_GATEHOUSE_BAD_REQUEST', message: 'Malformed request body' }
@@ -74,7 +74,7 @@ export function gatehouseErrorHandler (error: FastifyError, request: FastifyRequ
  * @example const app = Fastify({ frameworkErrors: gatehouseFrameworkErrors })
  */
 export function gatehouseFrameworkErrors (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
-  gatehouseErrorHandler(error.code === 'FST_ERR_BAD_URL' ? new PathTraversalError() : error, request, reply)
+  gatehouseErrorHandler(error.code === 'FST_ERR_BAD_URL' ? new PathNotAllowedError() : error, request, reply)
 }
 
 /**

@@ -30,7 +30,7 @@ export const BadRequestError = createError<'FST_GATEHOUSE_BAD_REQUEST', [string?
   400
 )
 
-export const PathTraversalError = createError<'FST_GATEHOUSE_PATH_NOT_ALLOWED'>(
+export const PathNotAllowedError = createError<'FST_GATEHOUSE_PATH_NOT_ALLOWED'>(
   'FST_GATEHOUSE_PATH_NOT_ALLOWED',
   'The request path is not allowed',
   400
@@ -215,9 +215,16 @@ export const UpstreamBodyInvalidError = createError<'FST_GATEHOUSE_UPSTREAM_BODY
   502
 )
 
-/** What `onUpstreamError` receives for an upstream 4xx/5xx; its statusCode is the upstream's. */
-export const UpstreamStatusError = createError<'FST_GATEHOUSE_UPSTREAM_STATUS'>(
+const UpstreamStatus = createError<'FST_GATEHOUSE_UPSTREAM_STATUS', [number]>(
   'FST_GATEHOUSE_UPSTREAM_STATUS',
   'The upstream service answered with status %s',
   502
 )
+
+/** What `onUpstreamError` receives for an upstream 4xx/5xx; its statusCode is the upstream's. */
+export class UpstreamStatusError extends UpstreamStatus {
+  constructor (status: number) {
+    super(status)
+    this.statusCode = status
+  }
+}

@@ -19,7 +19,8 @@ export type { GatehouseDecorator } from './plugin.js'
 export { hashPassword, verifyPassword, isPasswordHash, staticUsers } from './auth/password.js'
 export type { StaticUser, ScryptCost } from './auth/password.js'
 export { MemoryStore, storeKeys } from './auth/store.js'
-export type { GatehouseStore, MemoryStoreOptions } from './auth/store.js'
+export type { MemoryStoreOptions } from './auth/store.js'
+export type { GatehouseStore } from './types.js'
 export type { LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from './types.js'
 export type { CorsOptions } from './types.js'
 export { gatehouseFrameworkErrors, gatehouseNotFound } from './error-handler.js'
@@ -27,7 +28,7 @@ export type { ErrorBody } from './error-handler.js'
 export type {
   ActiveHealthOptions, CircuitBreakerOptions, PassiveHealthOptions, PoolOptions, RetryOptions, RewriteOptions,
   ShutdownOptions, TransportOptions, UpstreamTlsOptions
-} from './transport/options.js'
+} from './types.js'
 export * as errors from './errors.js'
 export { Phase } from './proxy/phase.js'
 export type { PathOptions } from './types.js'

@@ -1,8 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyCompressOptions } from '@fastify/compress'
-import type { GatehouseStore } from './auth/store.js'
-import type { ShutdownOptions, TransportOptions } from './transport/options.js'
 
 /**
  * The claims carried by gatehouse tokens. Augment it to type `request.user`
@@ -663,4 +661,193 @@ export interface WebSocketOptions<State extends object = Record<string, unknown>
    * @example (message, ctx) => message.binary ? undefined : message.data.replace(/secret/g, '***')
    */
   onUpstreamMessage?: WebSocketMessageHook<State>
+}
+
+/**
+ * A small key/value store with expiring entries. Values are strings (JSON for
+ * records), TTLs are milliseconds and always positive. Every method may reject;
+ * the gateway then fails closed with 503 FST_GATEHOUSE_STORE_UNAVAILABLE.
+ *
+ * Keys it uses (`<hash>` is the SHA-256 of a refresh token, base64url):
+ * - `gatehouse:refresh:<hash>` a refresh token's record, until the token expires
+ * - `gatehouse:refresh-used:<hash>` set once when the token is rotated, value: that time in epoch ms
+ * - `gatehouse:family:<id>` present while a login session (refresh family) is alive
+ * - `gatehouse:jti:<jti>` a revoked access token, until its `exp`
+ * - `gatehouse:throttle:<user|address>:<id>` login attempts in the current window
+ * - `gatehouse:lock:<user|address>:<id>` a lockout, value: its end in epoch ms
+ *
+ * @example
+ * // Redis with ioredis: get -> GET, set -> SET k v PX ttl, add -> SET k v PX ttl NX,
+ * // increment -> MULTI INCRBY k delta; PEXPIRE k ttl NX; EXEC, delete -> DEL
+ */
+export interface GatehouseStore {
+  /** The value, or `undefined` when absent or expired. */
+  get: (key: string) => Promise<string | undefined>
+  /** Stores a value, replacing any, for `ttlMs`. */
+  set: (key: string, value: string, ttlMs: number) => Promise<void>
+  /**
+   * Stores a value only if the key is absent; resolves `true` when this call
+   * created it. Must be atomic across instances (Redis `SET NX`): refresh token
+   * rotation relies on it so that of two concurrent uses of one token exactly
+   * one rotates it; the others read the value (the rotation time) to tell a
+   * reuse within `refresh.reuseInterval` from theft.
+   */
+  add: (key: string, value: string, ttlMs: number) => Promise<boolean>
+  /**
+   * Adds `delta` (may be negative) to an integer counter and resolves the new
+   * value; an absent key starts at 0 and expires `ttlMs` after its creation
+   * (later increments do not extend it). Must be atomic (Redis `INCRBY` plus
+   * `PEXPIRE ... NX` in one `MULTI`): concurrent logins each see their own count.
+   */
+  increment: (key: string, delta: number, ttlMs: number) => Promise<number>
+  /** Removes a key; absent keys are fine. */
+  delete: (key: string) => Promise<void>
+}
+
+/** Connection pool of each upstream (undici `Pool` options). */
+export interface PoolOptions {
+  /** Connections per upstream URL; requests beyond wait in a queue. Default 128. */
+  connections?: number
+  /** Requests in flight on one connection (HTTP/1.1 pipelining). Default 1 (off). */
+  pipelining?: number
+  /** Milliseconds an idle connection is kept, unless the upstream says less. Default 4000. */
+  keepAliveTimeout?: number
+  /** Cap on a keep-alive timeout the upstream announces. Default 600000. */
+  keepAliveMaxTimeout?: number
+}
+
+/** How the gateway checks upstream certificates and presents its own. */
+export interface UpstreamTlsOptions {
+  /** Verify the upstream's certificate and name. Default true; false only for tests. */
+  rejectUnauthorized?: boolean
+  /**
+   * Trusted CA certificates (PEM), replacing the system ones.
+   * @example readFileSync('internal-ca.pem')
+   */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** Client certificate (PEM) for mutual TLS. */
+  cert?: string | Buffer
+  /** Private key (PEM) of the client certificate. */
+  key?: string | Buffer
+  /** Passphrase of `key`. */
+  passphrase?: string
+  /**
+   * Name sent as SNI and checked against the certificate, when the upstream
+   * URL holds an IP address or another name.
+   * @example 'billing.internal'
+   */
+  servername?: string
+}
+
+/** Retries of idempotent requests. */
+export interface RetryOptions {
+  /** Retries after the first attempt. Default 0 (off). */
+  retries?: number
+  /** Methods that may be retried. Default GET, HEAD, OPTIONS, PUT, DELETE. */
+  methods?: string[]
+  /** Upstream statuses that are retried (the response is discarded). Default [503]. */
+  statuses?: number[]
+  /** First backoff delay in ms, doubled each retry, with full jitter. Default 100. */
+  minDelay?: number
+  /** Cap of the backoff delay in ms. Default 2000. */
+  maxDelay?: number
+  /** Largest `Retry-After` (ms) waited for; a longer one is passed to the client. Default 5000. */
+  maxRetryAfter?: number
+}
+
+/** Passive health: ejects an upstream that keeps failing. */
+export interface PassiveHealthOptions {
+  /** Consecutive failures (connection errors, timeouts, 502/503/504) that eject. Default 5. */
+  failures?: number
+  /** Milliseconds an ejected upstream is skipped. Default 10000. */
+  coolDown?: number
+}
+
+/** Active health checks: a periodic GET of a probe path on each upstream. */
+export interface ActiveHealthOptions {
+  /** Path probed (below the upstream origin). @example '/healthz' */
+  path: string
+  /** Milliseconds between probes. Default 5000. */
+  interval?: number
+  /** Milliseconds a probe may take. Default 2000. */
+  timeout?: number
+  /** Consecutive successes (2xx/3xx) that mark a down upstream up. Default 2. */
+  healthyThreshold?: number
+  /** Consecutive failures that mark an upstream down. Default 2. */
+  unhealthyThreshold?: number
+}
+
+/** Circuit breaker of the whole target. */
+export interface CircuitBreakerOptions {
+  /** Milliseconds of the rolling window. Default 10000. */
+  window?: number
+  /** Requests in the window before the rate is judged. Default 20. */
+  minRequests?: number
+  /** Failure ratio (0-1] that opens the circuit. Default 0.5. */
+  failureRate?: number
+  /** Milliseconds the circuit stays open before half-open probes. Default 5000. */
+  coolDown?: number
+  /** Concurrent probe requests let through while half-open. Default 1. */
+  halfOpenRequests?: number
+}
+
+/** Rewriting of upstream `Location` and `Set-Cookie` to the gateway's address. */
+export interface RewriteOptions {
+  /** Rewrite `Location` / `Content-Location` pointing at the upstream. Default true. */
+  location?: boolean
+  /** Rewrite `Set-Cookie` `Domain` (and `Path` under the upstream prefix). Default true. */
+  cookies?: boolean
+  /**
+   * Public origin of the gateway; default: the request's protocol and Host.
+   * @example 'https://api.example.com'
+   */
+  publicOrigin?: string
+}
+
+/** Upstream transport of one target. */
+export interface TransportOptions {
+  pool?: PoolOptions
+  tls?: UpstreamTlsOptions
+  /** `false` or a retry policy. Default off. */
+  retry?: false | RetryOptions
+  /** How a request picks one of several upstreams. Default `'round-robin'`. */
+  balance?: 'round-robin' | 'least-in-flight'
+  /**
+   * Passive health; on by default for targets with several upstreams, off for
+   * one (ejecting the only upstream would only change 502 into 503).
+   */
+  passiveHealth?: boolean | PassiveHealthOptions
+  /** Active health checks; off by default. */
+  activeHealth?: ActiveHealthOptions
+  /** Circuit breaker; off by default. */
+  circuitBreaker?: boolean | CircuitBreakerOptions
+  /** Header rewriting of redirects and cookies. Default on. */
+  rewrite?: boolean | RewriteOptions
+  /**
+   * Milliseconds of silence allowed in a `text/event-stream` body. Default 0:
+   * event streams have no idle timeout.
+   */
+  eventStreamIdle?: number
+  /** Negotiate HTTP/2 with `https:` upstreams (ALPN, undici `allowH2`). Default false. */
+  http2?: boolean
+  /**
+   * Upstream responses that declare a `Content-Length` of at most this many
+   * bytes are read whole before the answer starts: one write, and one
+   * synchronous compress call when @fastify/compress's `syncThreshold`
+   * allows. Each response in flight may hold that much. 0 streams every
+   * response. Default 65536 (64 KiB).
+   */
+  bufferResponses?: number
+}
+
+/** Gateway-wide shutdown behaviour. */
+export interface ShutdownOptions {
+  /**
+   * Milliseconds `fastify.close()` lets in-flight proxied requests finish
+   * before their upstream connections are cut. Default 10000, lowered to 90%
+   * of Fastify's `pluginTimeout` (which bounds each close hook) when that is
+   * less; a value set here above that is refused at register.
+   * @example 30_000 // with Fastify({ pluginTimeout: 40_000 })
+   */
+  drainTimeout?: number
 }

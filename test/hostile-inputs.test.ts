@@ -7,10 +7,10 @@ import { buildApp, listen } from './helpers/app.js'
 import type { RawResponse } from './helpers/raw-request.js'
 import { startUpstream, upstreamFor } from './helpers/upstream.js'
 import { closed, openClient, startWsUpstream, wsUrl } from './helpers/ws-upstream.js'
-import { resolveOptions } from '../lib/options.js'
-import { bindReply, createDispatcher } from '../lib/transport/dispatcher.js'
+import { resolveOptions } from '../lib/options/resolve.js'
+import { bindReply, createTargetTransport } from '../lib/transport/dispatcher.js'
 import { isValidAuthority } from '../lib/transport/public-origin.js'
-import { rewriteResponseHeaders } from '../lib/transport/rewrite-headers.js'
+import { rewriteResponseHeaders } from '../lib/proxy/rewrite-headers.js'
 
 // Anything a client sends that escapes its own request fails the file here,
 // instead of killing the test process or being swallowed.
@@ -178,7 +178,7 @@ hostile('a throwing response callback becomes a 500 for its request, not an unha
   const upstream = await startUpstream()
   t.teardown(upstream.close)
   const options = resolveOptions({ auth: { secret: 'test-secret-that-is-at-least-32-bytes-long!', login: false }, targets: [{ prefix: '/api', upstream: upstream.url }] })
-  const transport = createDispatcher(options.targets[0]!)
+  const transport = createTargetTransport(options.targets[0]!)
   t.teardown(transport.close)
   const app = Fastify()
   t.teardown(() => app.close())

@@ -343,3 +343,74 @@ t.test('valid options are not mutated', async (t) => {
   t.strictSame(options, before, 'deep-equal before and after register')
   t.notOk(Object.isFrozen(options.targets[0]?.state), 'the user\'s state is not frozen')
 })
+
+/*
+ * Unknown keys: a typo in a JavaScript config would otherwise be ignored
+ * (`auth.expiresin` gives 1-hour tokens without a word). Each option object
+ * refuses keys it does not know, naming the key's path and the close one.
+ */
+const UNKNOWN_KEYS: Array<[string, unknown, string, string | undefined]> = [
+  ['top level', { ...validOptions(), target: [] }, 'target', 'targets'],
+  ['auth', withAuth({ expiresin: '15m' }), 'auth.expiresin', 'expiresIn'],
+  ['auth.login', withAuth({ login: { verify: async () => null, paht: '/in' } }), 'auth.login.paht', 'path'],
+  ['auth.login.throttle', withAuth({ login: { verify: async () => null, throttle: { windows: '5m' } } }), 'auth.login.throttle.windows', 'window'],
+  ['auth.login.throttle.user', withAuth({ login: { verify: async () => null, throttle: { user: { mx: 3 } } } }), 'auth.login.throttle.user.mx', 'max'],
+  ['auth.refresh', withAuth({ refresh: { expiresIn: '1d', maxage: '7d' } }), 'auth.refresh.maxage', 'maxAge'],
+  ['auth.logout', withAuth({ logout: { revokeAccessTokens: true } }), 'auth.logout.revokeAccessTokens', 'revokeAccessToken'],
+  ['a target', withTarget({ prefx: '/x' }), 'targets[0].prefx', 'prefix'],
+  ['timeouts', withTarget({ timeouts: { conect: 100 } }), 'targets[0].timeouts.conect', 'connect'],
+  ['credentials { header, value }', withTarget({ credentials: { header: 'x-api-key', vlaue: 'k' } }), 'targets[0].credentials.vlaue', 'value'],
+  ['credentials.basic', withTarget({ credentials: { basic: { username: 'u', pasword: 'p' } } }), 'targets[0].credentials.basic.pasword', 'password'],
+  ['a middleware entry', withTarget({ middleware: [{ phse: 'clientEdge', handler: async () => {} }] }), 'targets[0].middleware[0].phse', 'phase'],
+  ['transport', withTarget({ transport: { retyr: { retries: 1 } } }), 'targets[0].transport.retyr', 'retry'],
+  ['transport.pool', withTarget({ transport: { pool: { Connections: 4 } } }), 'targets[0].transport.pool.Connections', 'connections'],
+  ['transport.tls', withTarget({ transport: { tls: { serverName: 'a.example' } } }), 'targets[0].transport.tls.serverName', 'servername'],
+  ['transport.retry', withTarget({ transport: { retry: { retires: 2 } } }), 'targets[0].transport.retry.retires', 'retries'],
+  ['transport.passiveHealth', withTarget({ transport: { passiveHealth: { cooldown: 10 } } }), 'targets[0].transport.passiveHealth.cooldown', 'coolDown'],
+  ['transport.activeHealth', withTarget({ transport: { activeHealth: { path: '/h', intervall: 100 } } }), 'targets[0].transport.activeHealth.intervall', 'interval'],
+  ['transport.circuitBreaker', withTarget({ transport: { circuitBreaker: { failurerate: 0.5 } } }), 'targets[0].transport.circuitBreaker.failurerate', 'failureRate'],
+  ['transport.rewrite', withTarget({ transport: { rewrite: { cookie: false } } }), 'targets[0].transport.rewrite.cookie', 'cookies'],
+  ['websocket', withTarget({ websocket: { maxPayLoad: 10 } }), 'targets[0].websocket.maxPayLoad', 'maxPayload'],
+  ['websocket.token', withTarget({ websocket: { token: { queryParam: 't' } } }), 'targets[0].websocket.token.queryParam', undefined],
+  ['allow', withTarget({ allow: { anyRoles: ['a'] } }), 'targets[0].allow.anyRoles', 'anyRole'],
+  ['tenant', { ...validOptions(), targets: [{ prefix: '/s/:id', upstream: UPSTREAM, tenant: { param: 'id', claims: 'sub' } }] }, 'targets[0].tenant.claims', 'claim'],
+  ['shutdown', { ...validOptions(), shutdown: { drainTimout: 10 } }, 'shutdown.drainTimout', 'drainTimeout'],
+  ['paths', { ...validOptions(), paths: { caseinsensitive: true } }, 'paths.caseinsensitive', 'caseInsensitive'],
+  ['cors', { ...validOptions(), cors: { origin: ['https://a.example'], maxage: 60 } }, 'cors.maxage', 'maxAge']
+]
+for (const [group, options, option, hint] of UNKNOWN_KEYS) {
+  t.test(`an unknown key in ${group} fails with its path${hint === undefined ? ' and the known keys' : ' and a hint'}`, async (t) => {
+    const err = await rejects(t, options, option)
+    if (hint === undefined) t.match(err.message, /a known option \(one of [a-zA-Z, ]+\)/)
+    else t.match(err.message, `expected a known option; did you mean "${hint}"?`)
+  })
+}
+
+t.test('a key far from every known one gets the list of known keys', async (t) => {
+  const err = await rejects(t, withTarget({ timeouts: { wholeRequest: 1 } }), 'targets[0].timeouts.wholeRequest')
+  t.match(err.message, 'a known option (one of connect, response, idle)')
+})
+
+t.test('@fastify/compress options are its own: their keys pass through unchecked', async (t) => {
+  t.equal(await register(t, { ...validOptions(), compress: { threshold: 1024, encodings: ['gzip'] } }), undefined)
+})
+
+// Node fires a timer of more than 2^31-1 ms after 1 ms: every timer option is capped.
+for (const [what, options, option] of [
+  ['timeouts.connect', withTarget({ timeouts: { connect: 2 ** 31 } }), 'targets[0].timeouts.connect'],
+  ['timeouts.response', withTarget({ timeouts: { response: 2 ** 31 } }), 'targets[0].timeouts.response'],
+  ['timeouts.idle', withTarget({ timeouts: { idle: 2 ** 31 } }), 'targets[0].timeouts.idle'],
+  ['throttle delayMs', withAuth({ login: { verify: async () => null, throttle: { delayMs: 2 ** 31 } } }), 'auth.login.throttle.delayMs'],
+  ['throttle maxDelayMs', withAuth({ login: { verify: async () => null, throttle: { maxDelayMs: 2 ** 31 } } }), 'auth.login.throttle.maxDelayMs'],
+  ['transport.retry.maxDelay', withTarget({ transport: { retry: { maxDelay: 2 ** 31 } } }), 'targets[0].transport.retry.maxDelay'],
+  ['websocket.pingInterval', withTarget({ websocket: { pingInterval: 2 ** 31 } }), 'targets[0].websocket.pingInterval']
+] as const) {
+  t.test(`${what} above 2^31-1 ms fails`, async (t) => {
+    const err = await rejects(t, options, option)
+    t.match(err.message, String(2 ** 31 - 1))
+  })
+}
+
+t.test('timers of exactly 2^31-1 ms are accepted', async (t) => {
+  t.equal(await register(t, withTarget({ timeouts: { connect: 2 ** 31 - 1, response: 2 ** 31 - 1, idle: 2 ** 31 - 1 } })), undefined)
+})

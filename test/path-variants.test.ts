@@ -216,7 +216,7 @@ t.test('paths is validated at register', async (t) => {
       targets: [{ prefix: '/api', upstream: 'http://127.0.0.1:1' }],
       paths: paths as GatehouseOptions['paths']
     })
-    await t.rejects(async () => await app.ready(), { code: 'FST_GATEHOUSE_INVALID_OPTION', message: /"paths": expected \{ caseInsensitive\?: boolean \}/ })
+    await t.rejects(async () => await app.ready(), { code: 'FST_GATEHOUSE_INVALID_OPTION', message: /"paths(\.caseSensitive)?": expected (\{ caseInsensitive\?: boolean \}|a known option; did you mean "caseInsensitive"\?)/ })
   }
 })
 

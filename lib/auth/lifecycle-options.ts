@@ -1,6 +1,6 @@
-import { InvalidOptionError } from '../errors.js'
+import { duration, fail, integer, isObject, milliseconds, object, path } from '../options/validate.js'
 import type { AuthOptions, LoginOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from '../types.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 
 /*
  * Options of the token lifecycle (refresh, logout, login throttling, store),
@@ -23,11 +23,6 @@ export const DEFAULT_THROTTLE = Object.freeze({
   delayMs: 250,
   maxDelayMs: 4000
 })
-
-const DURATION = /^(\d+)\s*(s|m|h|d)$/
-const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
-// Same rule as the other route paths (options.ts): absolute, no query, dot segments or backslashes.
-const BAD_PATH = /[?#\\\s]|\/\/|(^|\/)\.\.?(\/|$)/
 
 export interface ResolvedRefresh {
   readonly path: string
@@ -65,74 +60,36 @@ export interface ResolvedLifecycle {
   readonly store: GatehouseStore | undefined
 }
 
-function fail (option: string, expected: string): never {
-  throw new InvalidOptionError(option, expected)
-}
-
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function seconds (value: unknown, option: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value
-  const match = typeof value === 'string' ? DURATION.exec(value) : null
-  if (match === null || Number(match[1]) === 0) fail(option, 'a positive number of seconds or a duration such as "15m" or "14d"')
-  return Number(match[1]) * (DURATION_UNITS[match[2] as string] as number)
-}
-
-/** Like `seconds`, but 0 is allowed (it turns the feature off) and the value is capped. */
-function interval (value: unknown, option: string, fallback: number, max: number): number {
-  if (value === undefined) return fallback
-  const match = typeof value === 'string' ? DURATION.exec(value) : null
-  const result = typeof value === 'number' && Number.isInteger(value)
-    ? value
-    : match === null ? -1 : Number(match[1]) * (DURATION_UNITS[match[2] as string] as number)
-  if (result < 0 || result > max) fail(option, `0 (off) or a number of seconds or duration such as "2s", at most ${max} s`)
-  return result
-}
-
-function count (value: unknown, option: string, fallback: number, min: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) fail(option, `an integer >= ${min}`)
-  return value
-}
-
 function routePath (value: unknown, option: string, fallback: string): string {
-  if (value === undefined) return fallback
-  if (typeof value !== 'string' || !value.startsWith('/') || BAD_PATH.test(value)) {
-    fail(option, 'an absolute path such as "/token/refresh" without query, fragment, dot segments or backslashes')
-  }
-  return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value
+  return value === undefined ? fallback : path(value, option, fallback)
 }
 
-function section<T extends object> (value: unknown, option: string, shape: string): T | undefined {
+function section<T extends object> (value: unknown, option: string, known: readonly string[]): T | undefined {
   if (value === undefined || value === false) return undefined
   if (value === true) return {} as T
-  if (!isObject(value)) fail(option, `true, false or ${shape}`)
-  return value as T
+  return object(value, option, known, `true, false or { ${known.map((key) => `${key}?`).join(', ')} }`) as T
 }
 
 function resolveLimit (value: unknown, option: string, fallback: Required<ThrottleLimit>): Required<ThrottleLimit> {
   if (value === undefined) return fallback
-  if (!isObject(value)) fail(option, 'an object { max?, delayAfter? }')
-  const max = count(value.max, `${option}.max`, fallback.max, 1)
-  const delayAfter = count(value.delayAfter, `${option}.delayAfter`, Math.min(fallback.delayAfter, max), 0)
+  const opts = object(value, option, ['max', 'delayAfter'])
+  const max = integer(opts.max, `${option}.max`, fallback.max, { min: 1 })
+  const delayAfter = integer(opts.delayAfter, `${option}.delayAfter`, Math.min(fallback.delayAfter, max), { min: 0 })
   if (delayAfter > max) fail(`${option}.delayAfter`, `at most max (${max})`)
   return { max, delayAfter }
 }
 
 function resolveThrottle (value: unknown): ResolvedThrottle | false {
   // On unless turned off: a gateway is safe by default.
-  const opts = section<LoginThrottleOptions>(value ?? true, 'auth.login.throttle', '{ user?, address?, window?, delayMs?, maxDelayMs? }')
+  const opts = section<LoginThrottleOptions>(value ?? true, 'auth.login.throttle', ['user', 'address', 'window', 'delayMs', 'maxDelayMs'])
   if (opts === undefined) return false
-  const delayMs = count(opts.delayMs, 'auth.login.throttle.delayMs', DEFAULT_THROTTLE.delayMs, 0)
+  const delayMs = milliseconds(opts.delayMs, 'auth.login.throttle.delayMs', DEFAULT_THROTTLE.delayMs, 0)
   return {
-    windowSeconds: seconds(opts.window, 'auth.login.throttle.window', DEFAULT_THROTTLE.windowSeconds),
+    windowSeconds: duration(opts.window, 'auth.login.throttle.window', DEFAULT_THROTTLE.windowSeconds),
     user: resolveLimit(opts.user, 'auth.login.throttle.user', DEFAULT_THROTTLE.user),
     address: resolveLimit(opts.address, 'auth.login.throttle.address', DEFAULT_THROTTLE.address),
     delayMs,
-    maxDelayMs: count(opts.maxDelayMs, 'auth.login.throttle.maxDelayMs', Math.max(DEFAULT_THROTTLE.maxDelayMs, delayMs), delayMs)
+    maxDelayMs: milliseconds(opts.maxDelayMs, 'auth.login.throttle.maxDelayMs', Math.max(DEFAULT_THROTTLE.maxDelayMs, delayMs), delayMs)
   }
 }
 
@@ -145,18 +102,18 @@ function isStore (value: unknown): value is GatehouseStore {
  * `auth.store`; called by `resolveAuth` once `auth.login` is known.
  */
 export function resolveLifecycle (opts: AuthOptions, loginPath: string | false): ResolvedLifecycle {
-  const refreshOpts = section<RefreshOptions>(opts.refresh, 'auth.refresh', '{ path?, expiresIn?, maxAge?, reuseInterval? }')
-  const logoutOpts = section<LogoutOptions>(opts.logout ?? (refreshOpts === undefined ? undefined : true), 'auth.logout', '{ path?, revokeAccessToken? }')
+  const refreshOpts = section<RefreshOptions>(opts.refresh, 'auth.refresh', ['path', 'expiresIn', 'maxAge', 'reuseInterval'])
+  const logoutOpts = section<LogoutOptions>(opts.logout ?? (refreshOpts === undefined ? undefined : true), 'auth.logout', ['path', 'revokeAccessToken'])
   if (loginPath === false && refreshOpts !== undefined) fail('auth.refresh', 'false when auth.login is false (refresh needs the login route)')
   if (loginPath === false && logoutOpts !== undefined) fail('auth.logout', 'false when auth.login is false (logout needs the login route)')
 
   let refresh: ResolvedRefresh | false = false
   if (refreshOpts !== undefined) {
-    const expiresInSeconds = seconds(refreshOpts.expiresIn, 'auth.refresh.expiresIn', DEFAULT_REFRESH_EXPIRES_IN_SECONDS)
-    const maxAgeSeconds = seconds(refreshOpts.maxAge, 'auth.refresh.maxAge', Math.max(DEFAULT_REFRESH_MAX_AGE_SECONDS, expiresInSeconds))
+    const expiresInSeconds = duration(refreshOpts.expiresIn, 'auth.refresh.expiresIn', DEFAULT_REFRESH_EXPIRES_IN_SECONDS)
+    const maxAgeSeconds = duration(refreshOpts.maxAge, 'auth.refresh.maxAge', Math.max(DEFAULT_REFRESH_MAX_AGE_SECONDS, expiresInSeconds))
     if (maxAgeSeconds < expiresInSeconds) fail('auth.refresh.maxAge', `a duration at least auth.refresh.expiresIn (${expiresInSeconds} s)`)
-    const reuseIntervalSeconds = interval(refreshOpts.reuseInterval, 'auth.refresh.reuseInterval',
-      DEFAULT_REFRESH_REUSE_INTERVAL_SECONDS, MAX_REFRESH_REUSE_INTERVAL_SECONDS)
+    const reuseIntervalSeconds = duration(refreshOpts.reuseInterval, 'auth.refresh.reuseInterval',
+      DEFAULT_REFRESH_REUSE_INTERVAL_SECONDS, { min: 0, max: MAX_REFRESH_REUSE_INTERVAL_SECONDS })
     refresh = { path: routePath(refreshOpts.path, 'auth.refresh.path', DEFAULT_REFRESH_PATH), expiresInSeconds, maxAgeSeconds, reuseIntervalSeconds }
   }
 
@@ -178,8 +135,8 @@ export function resolveLifecycle (opts: AuthOptions, loginPath: string | false):
   const throttle = isObject(opts.login) ? resolveThrottle(opts.login.throttle) : false
   const loginOpts: Partial<LoginOptions> = isObject(opts.login) ? opts.login as Partial<LoginOptions> : {}
   const loginLimit = {
-    concurrency: count(loginOpts.concurrency, 'auth.login.concurrency', DEFAULT_LOGIN_CONCURRENCY, 1),
-    queue: count(loginOpts.queue, 'auth.login.queue', DEFAULT_LOGIN_QUEUE, 0)
+    concurrency: integer(loginOpts.concurrency, 'auth.login.concurrency', DEFAULT_LOGIN_CONCURRENCY, { min: 1 }),
+    queue: integer(loginOpts.queue, 'auth.login.queue', DEFAULT_LOGIN_QUEUE, { min: 0 })
   }
   if (opts.store !== undefined && !isStore(opts.store)) fail('auth.store', 'a GatehouseStore { get, set, add, increment, delete }')
   return { loginLimit, refresh, logout, throttle, store: opts.store }

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify'
-import type { ResolvedAuth } from '../options.js'
+import type { ResolvedAuth } from '../options/resolved.js'
 import { RefreshSessions } from './refresh.js'
 import { MemoryStore } from './store.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 import { LoginThrottle } from './throttle.js'
 
 /** The run-time parts of the token lifecycle, shared by the login, refresh and logout routes. */

@@ -1,11 +1,12 @@
 import type { FastifyInstance } from 'fastify'
-import { BadCredentialsError, BadRequestError, MethodNotAllowedError } from '../errors.js'
-import type { ResolvedAuth } from '../options.js'
+import { BadCredentialsError, BadRequestError } from '../errors.js'
+import type { ResolvedAuth } from '../options/resolved.js'
 import type { GatehouseClaims, LoginCredentials } from '../types.js'
 import type { TokenLifecycle } from './lifecycle.js'
 import { LOGIN_BUSY_RETRY_AFTER, LoginGate } from './login-gate.js'
-import type { IssuedRefreshToken } from './refresh.js'
+import { jsonBodyParser, postOnly } from './token-routes.js'
 import type { TokenService } from './token.js'
+import { tokenResponse } from './token-response.js'
 
 // Credentials are small; a larger body is refused before it is parsed.
 const LOGIN_BODY_LIMIT = 8 * 1024
@@ -42,50 +43,10 @@ function validateLoginBody (body: unknown): { value: LoginCredentials } | { erro
   return { value: { username, password } }
 }
 
-/**
- * Replaces a scope's JSON parser with Fastify's own (same prototype-poisoning
- * protection) whose syntax errors say what is wrong with the body, like the
- * other body errors of these routes, without the parser's detail.
- */
-export function jsonBodyParser (scope: FastifyInstance, what: string): void {
-  const parse = scope.getDefaultJsonParser('error', 'error')
-  scope.removeContentTypeParser('application/json')
-  scope.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    parse(request, body as string, (err, value) => {
-      // An empty body keeps Fastify's own error (a body that says nothing is not malformed JSON).
-      if (err !== null && (err as { code?: string }).code !== 'FST_ERR_CTP_EMPTY_JSON_BODY') done(new BadRequestError(`Invalid ${what} body: not valid JSON`), undefined)
-      else done(err, value)
-    })
-  })
-}
-
-/**
- * A POST-only route answers other methods that have no route of their own
- * (GET, and HEAD with it) with 405 and `Allow: POST` (RFC 9110), not the
- * host's 404. OPTIONS is left to the host (CORS preflight).
- */
-export function postOnly (scope: FastifyInstance, path: string): void {
-  scope.get(path, async (_request, reply) => {
-    reply.header('allow', 'POST')
-    throw new MethodNotAllowedError()
-  })
-}
-
 /** The claims a client sees: without the time claims and the ids the gateway sets itself. */
 function publicClaims (claims: GatehouseClaims): GatehouseClaims {
   const { exp, iat, nbf, jti, sid, ...rest } = claims
   return rest
-}
-
-/** The body of a successful login or refresh; `refreshToken` only when refresh is on. */
-export function tokenResponse (auth: ResolvedAuth, token: string, claims: GatehouseClaims, refresh?: IssuedRefreshToken) {
-  return {
-    token,
-    tokenType: 'Bearer',
-    expiresIn: auth.expiresInSeconds,
-    claims,
-    ...(refresh === undefined ? {} : { refreshToken: refresh.token, refreshExpiresIn: refresh.expiresIn })
-  }
 }
 
 /**

@@ -1,12 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { BadRequestError, RefreshTokenInvalidError, RefreshTokenReusedError } from '../errors.js'
-import type { ResolvedAuth } from '../options.js'
+import type { ResolvedAuth } from '../options/resolved.js'
 import type { GatehouseClaims } from '../types.js'
 import type { ResolvedRefresh } from './lifecycle-options.js'
-import { jsonBodyParser, postOnly, tokenResponse } from './login.js'
+import { tokenResponse } from './token-response.js'
+import type { IssuedRefreshToken } from './token-response.js'
+import { jsonBodyParser, postOnly } from './token-routes.js'
 import { fromStore, storeKeys } from './store.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 import type { TokenService } from './token.js'
 
 /*
@@ -31,15 +33,6 @@ interface RefreshRecord {
   claims: GatehouseClaims
   expiresAt: number
   familyExpiresAt: number
-}
-
-/** A refresh token as returned to the client, with the session it belongs to. */
-export interface IssuedRefreshToken {
-  token: string
-  family: string
-  /** Seconds until it expires. */
-  expiresIn: number
-  claims: GatehouseClaims
 }
 
 function digest (token: string): string {

@@ -1,4 +1,5 @@
 import { StoreUnavailableError } from '../errors.js'
+import type { GatehouseStore } from '../types.js'
 
 /*
  * The state behind the token lifecycle: refresh tokens, revoked access tokens
@@ -6,47 +7,6 @@ import { StoreUnavailableError } from '../errors.js'
  * instances behind a load balancer need a shared store (Redis, ...) that
  * implements `GatehouseStore` with the atomicity documented on each method.
  */
-
-/**
- * A small key/value store with expiring entries. Values are strings (JSON for
- * records), TTLs are milliseconds and always positive. Every method may reject;
- * the gateway then fails closed with 503 FST_GATEHOUSE_STORE_UNAVAILABLE.
- *
- * Keys it uses (`<hash>` is the SHA-256 of a refresh token, base64url):
- * - `gatehouse:refresh:<hash>` a refresh token's record, until the token expires
- * - `gatehouse:refresh-used:<hash>` set once when the token is rotated, value: that time in epoch ms
- * - `gatehouse:family:<id>` present while a login session (refresh family) is alive
- * - `gatehouse:jti:<jti>` a revoked access token, until its `exp`
- * - `gatehouse:throttle:<user|address>:<id>` login attempts in the current window
- * - `gatehouse:lock:<user|address>:<id>` a lockout, value: its end in epoch ms
- *
- * @example
- * // Redis with ioredis: get -> GET, set -> SET k v PX ttl, add -> SET k v PX ttl NX,
- * // increment -> MULTI INCRBY k delta; PEXPIRE k ttl NX; EXEC, delete -> DEL
- */
-export interface GatehouseStore {
-  /** The value, or `undefined` when absent or expired. */
-  get: (key: string) => Promise<string | undefined>
-  /** Stores a value, replacing any, for `ttlMs`. */
-  set: (key: string, value: string, ttlMs: number) => Promise<void>
-  /**
-   * Stores a value only if the key is absent; resolves `true` when this call
-   * created it. Must be atomic across instances (Redis `SET NX`): refresh token
-   * rotation relies on it so that of two concurrent uses of one token exactly
-   * one rotates it; the others read the value (the rotation time) to tell a
-   * reuse within `refresh.reuseInterval` from theft.
-   */
-  add: (key: string, value: string, ttlMs: number) => Promise<boolean>
-  /**
-   * Adds `delta` (may be negative) to an integer counter and resolves the new
-   * value; an absent key starts at 0 and expires `ttlMs` after its creation
-   * (later increments do not extend it). Must be atomic (Redis `INCRBY` plus
-   * `PEXPIRE ... NX` in one `MULTI`): concurrent logins each see their own count.
-   */
-  increment: (key: string, delta: number, ttlMs: number) => Promise<number>
-  /** Removes a key; absent keys are fine. */
-  delete: (key: string) => Promise<void>
-}
 
 /** The keys of `GatehouseStore`, in one place so a shared store can be audited. */
 export const storeKeys = Object.freeze({

@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { TooManyAttemptsError } from '../errors.js'
 import type { ResolvedThrottle } from './lifecycle-options.js'
 import { fromStore, storeKeys } from './store.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 
 /*
  * Login throttling, counted on the store so that several instances share it.

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import { TokenExpiredError, TokenInvalidError, TokenMissingError, TokenRevokedError } from '../errors.js'
-import type { ResolvedAuth } from '../options.js'
+import type { ResolvedAuth } from '../options/resolved.js'
 import type { GatehouseClaims } from '../types.js'
 import { fromStore, storeKeys } from './store.js'
-import type { GatehouseStore } from './store.js'
+import type { GatehouseStore } from '../types.js'
 import { VerifiedTokens } from './verified.js'
 
 declare module '@fastify/jwt' {

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { InvalidOptionError } from '../errors.js'
+import { fail, isHeaderName, isObject, knownKeys, origin } from '../options/validate.js'
 import type { CorsOptions } from '../types.js'
 
 /** Exposed on every CORS answer: a page must be able to read why it was refused and when to retry. */
@@ -7,8 +7,6 @@ export const DEFAULT_EXPOSED_HEADERS = Object.freeze(['www-authenticate', 'retry
 // Chromium caps Access-Control-Max-Age at 2 hours, Firefox at 24.
 const MAX_AGE_LIMIT = 86_400
 const KEYS = ['origin', 'credentials', 'allowedHeaders', 'exposedHeaders', 'maxAge']
-// A header name as RFC 9110 defines a token.
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 /** A CORS policy with its defaults applied, shared by the register-time and request-time halves. */
 export interface ResolvedCors {
@@ -24,34 +22,16 @@ export interface ResolvedCors {
   readonly source: Readonly<Partial<CorsOptions>>
 }
 
-function fail (option: string, expected: string): never {
-  throw new InvalidOptionError(option, expected)
-}
-
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
 function resolveOrigin (value: unknown, at: string): ResolvedCors['allows'] {
   if (typeof value === 'function') return value as ResolvedCors['allows']
   if (!Array.isArray(value) || value.length === 0) fail(at, 'a non-empty array of origins, or a function (origin, request) => boolean')
-  const origins = new Set(value.map((item: unknown, index) => {
-    let parsed: URL | undefined
-    try {
-      parsed = typeof item === 'string' ? new URL(item) : undefined
-    } catch {}
-    // Browsers send the serialized origin: anything else could never match.
-    // "null" (sandboxed frames, file: pages) is shared by every such page.
-    if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== item) {
-      fail(`${at}[${index}]`, 'an origin such as "https://shop.example" (scheme, host, optional port; no path, trailing slash or "*")')
-    }
-    return item
-  }))
+  // Browsers send the serialized origin: anything else could never match.
+  const origins = new Set(value.map((item: unknown, index) => origin(item, `${at}[${index}]`, true)))
   return (origin) => origins.has(origin)
 }
 
 function headerList (value: unknown, at: string): string[] {
-  if (!Array.isArray(value) || value.some((name) => typeof name !== 'string' || !HEADER_NAME.test(name))) {
+  if (!Array.isArray(value) || value.some((name) => !isHeaderName(name))) {
     fail(at, 'an array of header names')
   }
   return value.map((name: string) => name.toLowerCase())
@@ -63,9 +43,7 @@ function headerList (value: unknown, at: string): string[] {
  */
 export function resolveCors (value: unknown, at: string, base?: ResolvedCors): ResolvedCors {
   if (!isObject(value)) fail(at, base === undefined ? 'an object { origin, credentials?, allowedHeaders?, exposedHeaders?, maxAge? }' : 'false or an object with cors fields to override')
-  for (const key of Object.keys(value)) {
-    if (!KEYS.includes(key)) fail(`${at}.${key}`, `one of the cors fields ${KEYS.join(', ')}`)
-  }
+  knownKeys(value, at, KEYS)
   const source = { ...base?.source, ...value } as Partial<CorsOptions>
   if (source.origin === undefined) fail(`${at}.origin`, 'a non-empty array of origins, or a function (origin, request) => boolean')
   if (source.credentials !== undefined && typeof source.credentials !== 'boolean') fail(`${at}.credentials`, 'a boolean')

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { enforceRules } from '../auth/rules.js'
 import { ForbiddenError } from '../errors.js'
-import type { ResolvedTarget } from '../options.js'
+import type { ResolvedTarget } from '../options/resolved.js'
 import type { TargetInfo } from '../types.js'
 import { RequestContext } from './context.js'
 import type { ProxyRequestInit } from './context.js'

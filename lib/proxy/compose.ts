@@ -1,4 +1,4 @@
-import type { ResolvedMiddleware } from '../options.js'
+import type { ResolvedMiddleware } from '../options/resolved.js'
 import type { GatehouseContext } from '../types.js'
 
 export type Terminal = (ctx: GatehouseContext<any>) => Promise<void>

@@ -306,7 +306,6 @@ export async function handleUpstreamError (
     error = failure as UpstreamFailure
   } else if (before !== undefined && before.status >= 400) {
     error = new UpstreamStatusError(before.status) as UpstreamFailure
-    ;(error as { statusCode: number }).statusCode = before.status
   } else {
     return
   }
@@ -326,8 +325,11 @@ export function requestPayload (request: ProxyRequest): Promise<RequestPayload |
 
 /**
  * The `body` / `contentType` options of `reply.from` for a payload.
- * reply-from cannot take a new body as a stream in `body`, but it pipes
- * `request.body` when that is one.
+ * Workaround: reply-from throws on a stream in its `body` option ("not
+ * supported yet") but pipes `request.body` when that is a stream, so a
+ * replacement stream goes there; and it refuses any truthy `body` on GET/HEAD,
+ * an empty Buffer included, so no body is `null`. Both pinned in
+ * test/reply-from-contract.test.ts.
  */
 export function replyFromBody (
   payload: RequestPayload | undefined, fastifyRequest: FastifyRequest, headers: HeaderMap

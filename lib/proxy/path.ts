@@ -1,16 +1,9 @@
-import { PathTraversalError } from '../errors.js'
+import { PathNotAllowedError } from '../errors.js'
+import { splitPrefix } from './prefix.js'
+import type { PathTarget } from './prefix.js'
 
 // Decoding more than this many times is itself a sign of an attack.
 const MAX_DECODE_ROUNDS = 3
-
-/** The parts of a resolved target that its paths depend on. */
-export interface PathTarget {
-  /** Number of path segments in the prefix; params match exactly one. */
-  readonly prefixSegments: number
-  /** Upstream base path without a trailing slash ('' for the root). */
-  readonly basePath: string
-  readonly rewritePrefix: string | undefined
-}
 
 /**
  * A target prefix as the path guard compares it: one entry a segment, the
@@ -165,17 +158,6 @@ function matches (pattern: PrefixPattern, segments: readonly string[]): boolean 
   return pattern.every((literal, i) => literal === null || literal === segments[i])
 }
 
-/** Names of the params in a target prefix, in order (`'/shops/:shopId'` gives `['shopId']`). */
-export function prefixParams (prefix: string): string[] {
-  return [...prefix.matchAll(/:([A-Za-z0-9_]+)/g)].map((match) => match[1] as string)
-}
-
-/** Raw path of a request URL, without the query string. */
-export function splitUrl (url: string): { path: string, query: string } {
-  const q = url.indexOf('?')
-  return q === -1 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q + 1) }
-}
-
 /**
  * The path to send upstream: base path + (rewritten) prefix + the rest, with
  * only the leading prefix replaced. Params in `rewritePrefix` take the
@@ -190,25 +172,10 @@ export function upstreamPath (target: PathTarget, rawPath: string, params: Recor
   return path === '' ? '/' : path
 }
 
-/**
- * Splits a raw request path into the part the target's prefix matched and the
- * rest (`''` or starting with `/`), both still raw.
- */
-export function splitPrefix (target: PathTarget, rawPath: string): { prefix: string, rest: string } {
-  if (target.prefixSegments === 0) return { prefix: '', rest: rawPath }
-  // Prefix params match one segment each, so the prefix spans exactly this many.
-  let end = 0
-  for (let i = 0; i < target.prefixSegments; i++) {
-    const next = rawPath.indexOf('/', end + 1)
-    end = next === -1 ? rawPath.length : next
-  }
-  return { prefix: rawPath.slice(0, end), rest: rawPath.slice(end) }
-}
-
 /** Throws unless `path` is a safe path inside the target's upstream base path. */
 export function assertInsideBase (target: PathTarget, path: string): void {
   if (!isSafePath(path) || !path.startsWith('/') || path.startsWith('//') ||
       (target.basePath !== '' && path !== target.basePath && !path.startsWith(target.basePath + '/'))) {
-    throw new PathTraversalError()
+    throw new PathNotAllowedError()
   }
 }

@@ -1,82 +1,22 @@
-import { ForbiddenError, InvalidOptionError, PathTraversalError, RewriteFailedError } from '../errors.js'
+import { ForbiddenError, PathNotAllowedError, RewriteFailedError } from '../errors.js'
 import { claimOf, tenantOf } from '../auth/rules.js'
-import type { ResolvedTarget } from '../options.js'
-import type { GatehouseContext, RewriteFunction, TargetOptions } from '../types.js'
-import { assertInsideBase, prefixParams, splitPrefix, splitUrl } from './path.js'
+import type { ResolvedTarget } from '../options/resolved.js'
+import type { GatehouseContext, RewriteFunction } from '../types.js'
+import { assertInsideBase } from './path.js'
+import { splitPrefix, splitUrl } from './prefix.js'
+import type { TemplatePart } from './rewrite-options.js'
 
-type TemplatePart =
-  | { readonly kind: 'text', readonly text: string }
-  | { readonly kind: 'claim', readonly name: string }
-  | { readonly kind: 'param', readonly name: string }
-
-/** A target's `rewrite`, validated at register. */
-export type ResolvedRewrite =
-  | { readonly kind: 'template', readonly parts: readonly TemplatePart[] }
-  | { readonly kind: 'function', readonly rewrite: RewriteFunction<any, any> }
-
-const PLACEHOLDER = /\{([^{}]*)\}/g
-const PLACEHOLDER_BODY = /^(claims|params)\.(.+)$/
-// What a prefix may not hold (as for `prefix` and `rewritePrefix`), plus the
-// `:param` syntax of `rewritePrefix`, which a template spells `{params.x}`.
-const BAD_TEMPLATE = /[?#\\\s{}]|\/\/|(^|\/)\.\.?(\/|$)|(^|\/):/
 // A function's prefix goes on the wire as it is: no query, fragment, empty
 // segment (`//host` would read as an authority) or control characters.
 // eslint-disable-next-line no-control-regex
 const BAD_PREFIX = /[?#\s\u0000-\u001f\u007f]|\/\//
-
-function fail (option: string, expected: string): never {
-  throw new InvalidOptionError(option, expected)
-}
-
-function parseTemplate (template: string, prefix: string, publicTarget: boolean, option: string): TemplatePart[] {
-  const params = prefixParams(prefix)
-  const parts: TemplatePart[] = []
-  let last = 0
-  for (const match of template.matchAll(PLACEHOLDER)) {
-    const body = PLACEHOLDER_BODY.exec(match[1] as string)
-    if (body === null) fail(option, `placeholders {claims.NAME} or {params.NAME}, not "${match[0]}"`)
-    const [, source, name] = body as unknown as [string, 'claims' | 'params', string]
-    if (source === 'params' && !params.includes(name)) {
-      fail(option, params.length === 0 ? `no {params.*}: the prefix "${prefix}" has no params` : `{params.NAME} with NAME one of ${params.join(', ')}`)
-    }
-    if (source === 'claims' && publicTarget) fail(option, 'no {claims.*} on a public target (it has no token)')
-    if (match.index > last) parts.push({ kind: 'text', text: template.slice(last, match.index) })
-    parts.push({ kind: source === 'claims' ? 'claim' : 'param', name })
-    last = match.index + match[0].length
-  }
-  if (last < template.length) parts.push({ kind: 'text', text: template.slice(last) })
-
-  // The static text is checked with every placeholder standing for one safe character.
-  const shape = parts.map((part) => part.kind === 'text' ? part.text : 'x').join('')
-  if (!(shape === '' || shape.startsWith('/')) || BAD_TEMPLATE.test(shape)) {
-    fail(option, 'an absolute path template such as "/shops/{claims.sub}/transactions", without query, fragment, dot segments, backslashes or :params')
-  }
-  // A trailing slash would double the one the rest of the path starts with; "/" strips the prefix.
-  const tail = parts[parts.length - 1]
-  if (tail?.kind === 'text' && tail.text.endsWith('/')) {
-    const text = tail.text.slice(0, -1)
-    if (text === '') parts.pop()
-    else parts[parts.length - 1] = { kind: 'text', text }
-  }
-  return parts
-}
-
-/** Validates a target's `rewrite`: a template string or a function. */
-export function resolveRewrite (target: TargetOptions<any, any>, prefix: string, at: string): ResolvedRewrite | undefined {
-  const rewrite: unknown = target.rewrite
-  if (rewrite === undefined) return undefined
-  if (target.rewritePrefix !== undefined) fail(`${at}.rewrite`, 'either rewrite or rewritePrefix, not both')
-  if (typeof rewrite === 'function') return Object.freeze({ kind: 'function', rewrite: rewrite as RewriteFunction<any, any> })
-  if (typeof rewrite !== 'string') fail(`${at}.rewrite`, 'a path template such as "/shops/{claims.sub}/transactions" or a function (ctx) => prefix')
-  return Object.freeze({ kind: 'template', parts: Object.freeze(parseTemplate(rewrite, prefix, target.public === true, `${at}.rewrite`)) })
-}
 
 function encodeSegment (value: string): string {
   try {
     return encodeURIComponent(value)
   } catch {
     // A lone surrogate cannot be encoded; it has no business in a path.
-    throw new PathTraversalError()
+    throw new PathNotAllowedError()
   }
 }
 
@@ -92,7 +32,7 @@ function fill (parts: readonly TemplatePart[], ctx: GatehouseContext<any, any>):
       out += encodeSegment(value)
     } else {
       const value = Object.hasOwn(ctx.params, part.name) ? ctx.params[part.name] : undefined
-      if (typeof value !== 'string' || value === '') throw new PathTraversalError()
+      if (typeof value !== 'string' || value === '') throw new PathNotAllowedError()
       out += encodeSegment(value)
     }
   }
@@ -102,7 +42,7 @@ function fill (parts: readonly TemplatePart[], ctx: GatehouseContext<any, any>):
 async function callRewrite (rewrite: RewriteFunction<any, any>, ctx: GatehouseContext<any, any>): Promise<string> {
   const prefix: unknown = await rewrite(ctx)
   if (typeof prefix !== 'string' || (prefix !== '' && !prefix.startsWith('/'))) throw new RewriteFailedError()
-  if (BAD_PREFIX.test(prefix)) throw new PathTraversalError()
+  if (BAD_PREFIX.test(prefix)) throw new PathNotAllowedError()
   return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
 }
 

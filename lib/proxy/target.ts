@@ -3,19 +3,21 @@ import replyFrom from '@fastify/reply-from'
 import type { TokenService } from '../auth/token.js'
 import { corsRouteConfig } from '../cors/register.js'
 import { requireToken } from '../auth/token.js'
-import { NoResponseError, PathTraversalError } from '../errors.js'
-import type { ResolvedTarget } from '../options.js'
+import { NoResponseError, PathNotAllowedError } from '../errors.js'
+import type { ResolvedTarget } from '../options/resolved.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, ResponseBody, TargetInfo } from '../types.js'
 import { compose } from './compose.js'
 import { admit } from './admit.js'
 import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, requestPayload } from './context.js'
 import type { RequestContext } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
-import { assertInsideBase, isAllowedPath, splitUrl, upstreamPath } from './path.js'
-import { errorCode, upstreamError } from './upstream-errors.js'
-import { bindReply, createDispatcher, transportError } from '../transport/dispatcher.js'
+import { assertInsideBase, isAllowedPath, upstreamPath } from './path.js'
+import { splitUrl } from './prefix.js'
+import { upstreamError } from './upstream-errors.js'
+import { errorCode } from '../transport/cause.js'
+import { bindReply, createTargetTransport, transportError } from '../transport/dispatcher.js'
 import { checkRequestOrigin } from '../transport/public-origin.js'
-import { rewriteResponseHeaders } from '../transport/rewrite-headers.js'
+import { rewriteResponseHeaders } from './rewrite-headers.js'
 import { websocketRoute } from '../ws/upgrade.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
@@ -41,7 +43,7 @@ function passBodyThrough (_request: FastifyRequest, payload: NodeJS.ReadableStre
  */
 function pathGuard (target: ResolvedTarget): onRequestHookHandler {
   return function guardPath (request, _reply, done) {
-    done(isAllowedPath(splitUrl(request.url).path, target.pathGuard) ? undefined : new PathTraversalError())
+    done(isAllowedPath(splitUrl(request.url).path, target.pathGuard) ? undefined : new PathNotAllowedError())
   }
 }
 
@@ -56,7 +58,7 @@ function safeErrorLog (err: Error): Record<string, unknown> {
  */
 export function targetScope (target: ResolvedTarget, tokens: TokenService) {
   return async function gatehouseTarget (scope: FastifyInstance): Promise<void> {
-    const upstream = createDispatcher(target, scope)
+    const upstream = createTargetTransport(target, scope)
     scope.addHook('onClose', upstream.close)
     await scope.register(replyFrom, { base: target.origin, undici: upstream.dispatcher, disableRequestLogging: true })
     // First of the scope's hooks: a bad Host is refused before the token

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { Dispatcher, Pool } from 'undici'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
 import { CircuitOpenError, InternalError, NoHealthyUpstreamError, ShuttingDownError } from '../errors.js'
-import type { ResolvedTarget } from '../options.js'
+import type { ResolvedTarget } from '../options/resolved.js'
 import type { HeaderMap } from '../types.js'
 import { Balancer, UpstreamNode } from './balancer.js'
 import { CircuitBreaker } from './breaker.js'
@@ -11,13 +11,17 @@ import { HealthChecker } from './health.js'
 import { IdlePool } from './idle.js'
 import { backoff, bodyUntouched, isRetryableError, parseRetryAfter, sleep } from './retry.js'
 import { closeOnDrain } from './shutdown.js'
-import { causeChain, errorCode } from '../proxy/upstream-errors.js'
+import { causeChain, errorCode } from './cause.js'
 import { connectOptions } from './tls.js'
 
 // Upstream statuses that count as a failure for passive health and the breaker.
 const FAILURE_STATUSES = new Set([502, 503, 504])
 // Where target.ts leaves the reply for the dispatcher, on the headers object
-// reply-from hands over (it copies own properties, symbols included).
+// reply-from hands over. Workaround: reply-from's `undici` option is one
+// object for the scope and its `request(opts)` gets only origin, path,
+// method, headers, body and timeouts, no per-request context; but its
+// lib/request.js copies the headers with Object.assign, symbols included
+// (pinned in test/reply-from-contract.test.ts).
 const REQUEST_CONTEXT = Symbol('gatehouse.transport.request')
 
 /** The request options reply-from passes to `request()` (see its lib/request.js). */
@@ -74,14 +78,6 @@ function setRetryAfter (reply: FastifyReply | undefined, ms: number): void {
   reply?.header('retry-after', String(Math.max(1, Math.ceil(ms / 1000))))
 }
 
-/** What reply-from sends requests through for one target. */
-export interface UpstreamDispatcher {
-  /** Passed to reply-from as its `undici` option. */
-  readonly dispatcher: { request: Dispatcher['request'] }
-  /** Closes every connection and stops health checks; called from the target scope's onClose. */
-  close: () => Promise<void>
-}
-
 /**
  * The upstream transport of one target: one undici Pool per upstream URL,
  * balancing with passive (and optional active) health, a circuit breaker,
@@ -89,8 +85,9 @@ export interface UpstreamDispatcher {
  * timeouts. TLS certificates are verified unless configured otherwise
  * (reply-from's own default would not).
  */
-export class TargetTransport implements UpstreamDispatcher {
-  // reply-from calls `request(opts, callback)` only; its types ask for undici's overloads.
+export class TargetTransport {
+  // Passed to reply-from as its `undici` option. reply-from calls
+  // `request(opts, callback)` only; its types ask for undici's overloads.
   readonly dispatcher = { request: ((opts: ReplyFromRequest, callback: ReplyFromCallback): void => this.request(opts, callback)) as unknown as Dispatcher['request'] }
   readonly balancer: Balancer
   readonly breaker: CircuitBreaker | undefined
@@ -251,8 +248,10 @@ function noop (): void {}
 
 /**
  * The gatehouse error (503 no healthy upstream, circuit open, shutting down)
- * this dispatcher failed with, unwrapped from reply-from's wrapper; undefined
- * for other failures.
+ * this dispatcher failed with; undefined for other failures. Workaround:
+ * reply-from hands `onError` its own wrapper (500 InternalServerError, 504 ...)
+ * with the dispatcher's error as `cause`, never the error itself (pinned in
+ * test/reply-from-contract.test.ts).
  */
 export function transportError (err: unknown): Error | undefined {
   for (const e of causeChain(err)) {
@@ -280,7 +279,7 @@ function createPool (target: ResolvedTarget, origin: string): { dispatcher: Disp
 }
 
 /** The transport of one target; reply-from gets `.dispatcher`, onClose calls `.close()`. */
-export function createDispatcher (target: ResolvedTarget, scope?: FastifyInstance): TargetTransport {
+export function createTargetTransport (target: ResolvedTarget, scope?: FastifyInstance): TargetTransport {
   const transport = new TargetTransport(target, scope?.log)
   if (scope !== undefined) closeOnDrain(scope, transport)
   return transport

@@ -1,140 +1,5 @@
-import { InvalidOptionError } from '../errors.js'
-
-/** Connection pool of each upstream (undici `Pool` options). */
-export interface PoolOptions {
-  /** Connections per upstream URL; requests beyond wait in a queue. Default 128. */
-  connections?: number
-  /** Requests in flight on one connection (HTTP/1.1 pipelining). Default 1 (off). */
-  pipelining?: number
-  /** Milliseconds an idle connection is kept, unless the upstream says less. Default 4000. */
-  keepAliveTimeout?: number
-  /** Cap on a keep-alive timeout the upstream announces. Default 600000. */
-  keepAliveMaxTimeout?: number
-}
-
-/** How the gateway checks upstream certificates and presents its own. */
-export interface UpstreamTlsOptions {
-  /** Verify the upstream's certificate and name. Default true; false only for tests. */
-  rejectUnauthorized?: boolean
-  /**
-   * Trusted CA certificates (PEM), replacing the system ones.
-   * @example readFileSync('internal-ca.pem')
-   */
-  ca?: string | Buffer | Array<string | Buffer>
-  /** Client certificate (PEM) for mutual TLS. */
-  cert?: string | Buffer
-  /** Private key (PEM) of the client certificate. */
-  key?: string | Buffer
-  /** Passphrase of `key`. */
-  passphrase?: string
-  /**
-   * Name sent as SNI and checked against the certificate, when the upstream
-   * URL holds an IP address or another name.
-   * @example 'billing.internal'
-   */
-  servername?: string
-}
-
-/** Retries of idempotent requests. */
-export interface RetryOptions {
-  /** Retries after the first attempt. Default 0 (off). */
-  retries?: number
-  /** Methods that may be retried. Default GET, HEAD, OPTIONS, PUT, DELETE. */
-  methods?: string[]
-  /** Upstream statuses that are retried (the response is discarded). Default [503]. */
-  statuses?: number[]
-  /** First backoff delay in ms, doubled each retry, with full jitter. Default 100. */
-  minDelay?: number
-  /** Cap of the backoff delay in ms. Default 2000. */
-  maxDelay?: number
-  /** Largest `Retry-After` (ms) waited for; a longer one is passed to the client. Default 5000. */
-  maxRetryAfter?: number
-}
-
-/** Passive health: ejects an upstream that keeps failing. */
-export interface PassiveHealthOptions {
-  /** Consecutive failures (connection errors, timeouts, 502/503/504) that eject. Default 5. */
-  failures?: number
-  /** Milliseconds an ejected upstream is skipped. Default 10000. */
-  coolDown?: number
-}
-
-/** Active health checks: a periodic GET of a probe path on each upstream. */
-export interface ActiveHealthOptions {
-  /** Path probed (below the upstream origin). @example '/healthz' */
-  path: string
-  /** Milliseconds between probes. Default 5000. */
-  interval?: number
-  /** Milliseconds a probe may take. Default 2000. */
-  timeout?: number
-  /** Consecutive successes (2xx/3xx) that mark a down upstream up. Default 2. */
-  healthyThreshold?: number
-  /** Consecutive failures that mark an upstream down. Default 2. */
-  unhealthyThreshold?: number
-}
-
-/** Circuit breaker of the whole target. */
-export interface CircuitBreakerOptions {
-  /** Milliseconds of the rolling window. Default 10000. */
-  window?: number
-  /** Requests in the window before the rate is judged. Default 20. */
-  minRequests?: number
-  /** Failure ratio (0-1] that opens the circuit. Default 0.5. */
-  failureRate?: number
-  /** Milliseconds the circuit stays open before half-open probes. Default 5000. */
-  coolDown?: number
-  /** Concurrent probe requests let through while half-open. Default 1. */
-  halfOpenRequests?: number
-}
-
-/** Rewriting of upstream `Location` and `Set-Cookie` to the gateway's address. */
-export interface RewriteOptions {
-  /** Rewrite `Location` / `Content-Location` pointing at the upstream. Default true. */
-  location?: boolean
-  /** Rewrite `Set-Cookie` `Domain` (and `Path` under the upstream prefix). Default true. */
-  cookies?: boolean
-  /**
-   * Public origin of the gateway; default: the request's protocol and Host.
-   * @example 'https://api.example.com'
-   */
-  publicOrigin?: string
-}
-
-/** Upstream transport of one target. */
-export interface TransportOptions {
-  pool?: PoolOptions
-  tls?: UpstreamTlsOptions
-  /** `false` or a retry policy. Default off. */
-  retry?: false | RetryOptions
-  /** How a request picks one of several upstreams. Default `'round-robin'`. */
-  balance?: 'round-robin' | 'least-in-flight'
-  /**
-   * Passive health; on by default for targets with several upstreams, off for
-   * one (ejecting the only upstream would only change 502 into 503).
-   */
-  passiveHealth?: boolean | PassiveHealthOptions
-  /** Active health checks; off by default. */
-  activeHealth?: ActiveHealthOptions
-  /** Circuit breaker; off by default. */
-  circuitBreaker?: boolean | CircuitBreakerOptions
-  /** Header rewriting of redirects and cookies. Default on. */
-  rewrite?: boolean | RewriteOptions
-  /**
-   * Milliseconds of silence allowed in a `text/event-stream` body. Default 0:
-   * event streams have no idle timeout.
-   */
-  eventStreamIdle?: number
-  /** Negotiate HTTP/2 with `https:` upstreams (ALPN, undici `allowH2`). Default false. */
-  http2?: boolean
-  /**
-   * Upstream responses that declare a `Content-Length` of at most this many
-   * bytes are read whole before the answer starts: one write, and one
-   * synchronous compress call when @fastify/compress's `syncThreshold`
-   * allows. Each response in flight may hold that much. 0 streams every
-   * response. Default 65536 (64 KiB).
-   */
-  bufferResponses?: number
-}
+import { MAX_TIMER_MS, fail, integer, object } from '../options/validate.js'
+import type { ActiveHealthOptions, CircuitBreakerOptions, PassiveHealthOptions, PoolOptions, RetryOptions, UpstreamTlsOptions } from '../types.js'
 
 export interface ResolvedTransport {
   /** Every upstream origin (`scheme://host:port`), in the order given. */
@@ -163,31 +28,20 @@ export const DEFAULT_DRAIN_TIMEOUT = 10_000
 export const DEFAULT_BUFFER_RESPONSES = 64 * 1024
 const MAX_BUFFER_RESPONSES = 64 * 1024 * 1024
 
-// Node timers overflow above this many milliseconds.
-const MAX_TIMER = 2 ** 31 - 1
 // Methods RFC 9110 calls idempotent (TRACE and CONNECT are never proxied).
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+const TRANSPORT_KEYS = [
+  'pool', 'tls', 'retry', 'balance', 'passiveHealth', 'activeHealth', 'circuitBreaker', 'rewrite', 'eventStreamIdle', 'http2',
+  'bufferResponses'
+]
 
-function fail (option: string, expected: string): never {
-  throw new InvalidOptionError(option, expected)
+function int (value: unknown, option: string, fallback: number, min: number, max = MAX_TIMER_MS): number {
+  return integer(value, option, fallback, { min, max })
 }
 
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function integer (value: unknown, option: string, fallback: number, min: number, max = MAX_TIMER): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    fail(option, `an integer from ${min} to ${max}`)
-  }
-  return value
-}
-
-function object (value: unknown, option: string, shape: string): Record<string, unknown> {
-  if (value === undefined) return {}
-  if (!isObject(value)) fail(option, `an object ${shape}`)
-  return value
+/** An options object (`{}` when undefined), unknown keys refused. */
+function section (value: unknown, option: string, known: readonly string[], orBoolean = false): Record<string, unknown> {
+  return object(value, option, known, `${orBoolean ? 'a boolean or ' : ''}an object { ${known.map((key) => `${key}?`).join(', ')} }`)
 }
 
 function pem (value: unknown, option: string): string | Buffer | undefined {
@@ -228,7 +82,7 @@ export function resolveUpstreams (value: unknown, at: string): { origins: string
 }
 
 function resolveTls (value: unknown, at: string): ResolvedTransport['tls'] {
-  const opts = object(value, at, '{ rejectUnauthorized?, ca?, cert?, key?, passphrase?, servername? }')
+  const opts = section(value, at, ['rejectUnauthorized', 'ca', 'cert', 'key', 'passphrase', 'servername'])
   if (opts.rejectUnauthorized !== undefined && typeof opts.rejectUnauthorized !== 'boolean') fail(`${at}.rejectUnauthorized`, 'a boolean')
   const ca = opts.ca === undefined
     ? undefined
@@ -250,7 +104,7 @@ function resolveTls (value: unknown, at: string): ResolvedTransport['tls'] {
 }
 
 function resolveRetry (value: unknown, at: string): ResolvedTransport['retry'] {
-  const opts = value === false ? { retries: 0 } : object(value, at, '{ retries?, methods?, statuses?, minDelay?, maxDelay?, maxRetryAfter? }')
+  const opts = value === false ? { retries: 0 } : section(value, at, ['retries', 'methods', 'statuses', 'minDelay', 'maxDelay', 'maxRetryAfter'])
   const methods = opts.methods ?? DEFAULT_RETRY_METHODS
   if (!Array.isArray(methods) || !methods.every((m) => typeof m === 'string' && IDEMPOTENT.has(m.toUpperCase()))) {
     fail(`${at}.methods`, `an array of idempotent methods (${[...IDEMPOTENT].join(', ')})`)
@@ -259,56 +113,56 @@ function resolveRetry (value: unknown, at: string): ResolvedTransport['retry'] {
   if (!Array.isArray(statuses) || !statuses.every((s) => Number.isInteger(s) && s >= 500 && s <= 599)) {
     fail(`${at}.statuses`, 'an array of 5xx status codes')
   }
-  const minDelay = integer(opts.minDelay, `${at}.minDelay`, DEFAULT_RETRY.minDelay, 0)
+  const minDelay = int(opts.minDelay, `${at}.minDelay`, DEFAULT_RETRY.minDelay, 0)
   return {
-    retries: integer(opts.retries, `${at}.retries`, DEFAULT_RETRY.retries, 0, 10),
+    retries: int(opts.retries, `${at}.retries`, DEFAULT_RETRY.retries, 0, 10),
     methods: new Set((methods as string[]).map((m) => m.toUpperCase())),
     statuses: new Set(statuses as number[]),
     minDelay,
-    maxDelay: integer(opts.maxDelay, `${at}.maxDelay`, Math.max(DEFAULT_RETRY.maxDelay, minDelay), minDelay),
-    maxRetryAfter: integer(opts.maxRetryAfter, `${at}.maxRetryAfter`, DEFAULT_RETRY.maxRetryAfter, 0)
+    maxDelay: int(opts.maxDelay, `${at}.maxDelay`, Math.max(DEFAULT_RETRY.maxDelay, minDelay), minDelay),
+    maxRetryAfter: int(opts.maxRetryAfter, `${at}.maxRetryAfter`, DEFAULT_RETRY.maxRetryAfter, 0)
   }
 }
 
 function resolvePassive (value: unknown, at: string, several: boolean): ResolvedTransport['passiveHealth'] {
   if (value === false || (value === undefined && !several)) return undefined
-  const opts = value === true ? {} : object(value, at, '{ failures?, coolDown? } or a boolean')
+  const opts = value === true ? {} : section(value, at, ['failures', 'coolDown'], true)
   return {
-    failures: integer(opts.failures, `${at}.failures`, DEFAULT_PASSIVE_HEALTH.failures, 1, 1000),
-    coolDown: integer(opts.coolDown, `${at}.coolDown`, DEFAULT_PASSIVE_HEALTH.coolDown, 1)
+    failures: int(opts.failures, `${at}.failures`, DEFAULT_PASSIVE_HEALTH.failures, 1, 1000),
+    coolDown: int(opts.coolDown, `${at}.coolDown`, DEFAULT_PASSIVE_HEALTH.coolDown, 1)
   }
 }
 
 function resolveActive (value: unknown, at: string): ResolvedTransport['activeHealth'] {
   if (value === undefined) return undefined
-  const opts = object(value, at, '{ path, interval?, timeout?, healthyThreshold?, unhealthyThreshold? }')
+  const opts = section(value, at, ['path', 'interval', 'timeout', 'healthyThreshold', 'unhealthyThreshold'])
   if (typeof opts.path !== 'string' || !opts.path.startsWith('/') || /[\s#]/.test(opts.path)) fail(`${at}.path`, 'an absolute path such as "/healthz"')
   return {
     path: opts.path,
-    interval: integer(opts.interval, `${at}.interval`, DEFAULT_ACTIVE_HEALTH.interval, 10),
-    timeout: integer(opts.timeout, `${at}.timeout`, DEFAULT_ACTIVE_HEALTH.timeout, 1),
-    healthyThreshold: integer(opts.healthyThreshold, `${at}.healthyThreshold`, DEFAULT_ACTIVE_HEALTH.healthyThreshold, 1, 100),
-    unhealthyThreshold: integer(opts.unhealthyThreshold, `${at}.unhealthyThreshold`, DEFAULT_ACTIVE_HEALTH.unhealthyThreshold, 1, 100)
+    interval: int(opts.interval, `${at}.interval`, DEFAULT_ACTIVE_HEALTH.interval, 10),
+    timeout: int(opts.timeout, `${at}.timeout`, DEFAULT_ACTIVE_HEALTH.timeout, 1),
+    healthyThreshold: int(opts.healthyThreshold, `${at}.healthyThreshold`, DEFAULT_ACTIVE_HEALTH.healthyThreshold, 1, 100),
+    unhealthyThreshold: int(opts.unhealthyThreshold, `${at}.unhealthyThreshold`, DEFAULT_ACTIVE_HEALTH.unhealthyThreshold, 1, 100)
   }
 }
 
 function resolveBreaker (value: unknown, at: string): ResolvedTransport['circuitBreaker'] {
   if (value === undefined || value === false) return undefined
-  const opts = value === true ? {} : object(value, at, '{ window?, minRequests?, failureRate?, coolDown?, halfOpenRequests? } or a boolean')
+  const opts = value === true ? {} : section(value, at, ['window', 'minRequests', 'failureRate', 'coolDown', 'halfOpenRequests'], true)
   const failureRate = opts.failureRate ?? DEFAULT_CIRCUIT_BREAKER.failureRate
   if (typeof failureRate !== 'number' || !(failureRate > 0 && failureRate <= 1)) fail(`${at}.failureRate`, 'a ratio above 0, up to 1')
   return {
-    window: integer(opts.window, `${at}.window`, DEFAULT_CIRCUIT_BREAKER.window, 10),
-    minRequests: integer(opts.minRequests, `${at}.minRequests`, DEFAULT_CIRCUIT_BREAKER.minRequests, 1, 1_000_000),
+    window: int(opts.window, `${at}.window`, DEFAULT_CIRCUIT_BREAKER.window, 10),
+    minRequests: int(opts.minRequests, `${at}.minRequests`, DEFAULT_CIRCUIT_BREAKER.minRequests, 1, 1_000_000),
     failureRate,
-    coolDown: integer(opts.coolDown, `${at}.coolDown`, DEFAULT_CIRCUIT_BREAKER.coolDown, 1),
-    halfOpenRequests: integer(opts.halfOpenRequests, `${at}.halfOpenRequests`, DEFAULT_CIRCUIT_BREAKER.halfOpenRequests, 1, 1000)
+    coolDown: int(opts.coolDown, `${at}.coolDown`, DEFAULT_CIRCUIT_BREAKER.coolDown, 1),
+    halfOpenRequests: int(opts.halfOpenRequests, `${at}.halfOpenRequests`, DEFAULT_CIRCUIT_BREAKER.halfOpenRequests, 1, 1000)
   }
 }
 
 function resolveRewrite (value: unknown, at: string): ResolvedTransport['rewrite'] {
   if (value === false) return { location: false, cookies: false, publicOrigin: undefined }
-  const opts = value === true ? {} : object(value, at, '{ location?, cookies?, publicOrigin? } or a boolean')
+  const opts = value === true ? {} : section(value, at, ['location', 'cookies', 'publicOrigin'], true)
   for (const name of ['location', 'cookies'] as const) {
     if (opts[name] !== undefined && typeof opts[name] !== 'boolean') fail(`${at}.${name}`, 'a boolean')
   }
@@ -328,10 +182,10 @@ function resolveRewrite (value: unknown, at: string): ResolvedTransport['rewrite
 
 /** Validates a target's `transport` option (and its `upstream` list) and applies defaults. */
 export function resolveTransport (value: unknown, upstream: unknown, at: string): ResolvedTransport {
-  const opts = object(value, `${at}.transport`, '{ pool?, tls?, retry?, balance?, passiveHealth?, activeHealth?, circuitBreaker?, rewrite?, eventStreamIdle?, http2?, bufferResponses? }')
+  const opts = section(value, `${at}.transport`, TRANSPORT_KEYS)
   const { origins } = resolveUpstreams(upstream, `${at}.upstream`)
   const where = `${at}.transport`
-  const pool = object(opts.pool, `${where}.pool`, '{ connections?, pipelining?, keepAliveTimeout?, keepAliveMaxTimeout? }')
+  const pool = section(opts.pool, `${where}.pool`, ['connections', 'pipelining', 'keepAliveTimeout', 'keepAliveMaxTimeout'])
   if (opts.balance !== undefined && opts.balance !== 'round-robin' && opts.balance !== 'least-in-flight') {
     fail(`${where}.balance`, '"round-robin" or "least-in-flight"')
   }
@@ -339,10 +193,10 @@ export function resolveTransport (value: unknown, upstream: unknown, at: string)
   return {
     origins,
     pool: {
-      connections: integer(pool.connections, `${where}.pool.connections`, DEFAULT_POOL.connections, 1, 65_536),
-      pipelining: integer(pool.pipelining, `${where}.pool.pipelining`, DEFAULT_POOL.pipelining, 1, 1000),
-      keepAliveTimeout: integer(pool.keepAliveTimeout, `${where}.pool.keepAliveTimeout`, DEFAULT_POOL.keepAliveTimeout, 1),
-      keepAliveMaxTimeout: integer(pool.keepAliveMaxTimeout, `${where}.pool.keepAliveMaxTimeout`, DEFAULT_POOL.keepAliveMaxTimeout, 1)
+      connections: int(pool.connections, `${where}.pool.connections`, DEFAULT_POOL.connections, 1, 65_536),
+      pipelining: int(pool.pipelining, `${where}.pool.pipelining`, DEFAULT_POOL.pipelining, 1, 1000),
+      keepAliveTimeout: int(pool.keepAliveTimeout, `${where}.pool.keepAliveTimeout`, DEFAULT_POOL.keepAliveTimeout, 1),
+      keepAliveMaxTimeout: int(pool.keepAliveMaxTimeout, `${where}.pool.keepAliveMaxTimeout`, DEFAULT_POOL.keepAliveMaxTimeout, 1)
     },
     tls: resolveTls(opts.tls, `${where}.tls`),
     retry: resolveRetry(opts.retry, `${where}.retry`),
@@ -351,26 +205,14 @@ export function resolveTransport (value: unknown, upstream: unknown, at: string)
     activeHealth: resolveActive(opts.activeHealth, `${where}.activeHealth`),
     circuitBreaker: resolveBreaker(opts.circuitBreaker, `${where}.circuitBreaker`),
     rewrite: resolveRewrite(opts.rewrite, `${where}.rewrite`),
-    eventStreamIdle: integer(opts.eventStreamIdle, `${where}.eventStreamIdle`, 0, 0),
+    eventStreamIdle: int(opts.eventStreamIdle, `${where}.eventStreamIdle`, 0, 0),
     http2: opts.http2 === true,
-    bufferResponses: integer(opts.bufferResponses, `${where}.bufferResponses`, DEFAULT_BUFFER_RESPONSES, 0, MAX_BUFFER_RESPONSES)
+    bufferResponses: int(opts.bufferResponses, `${where}.bufferResponses`, DEFAULT_BUFFER_RESPONSES, 0, MAX_BUFFER_RESPONSES)
   }
-}
-
-/** Gateway-wide shutdown behaviour. */
-export interface ShutdownOptions {
-  /**
-   * Milliseconds `fastify.close()` lets in-flight proxied requests finish
-   * before their upstream connections are cut. Default 10000, lowered to 90%
-   * of Fastify's `pluginTimeout` (which bounds each close hook) when that is
-   * less; a value set here above that is refused at register.
-   * @example 30_000 // with Fastify({ pluginTimeout: 40_000 })
-   */
-  drainTimeout?: number
 }
 
 /** Validates the top-level `shutdown` option; `drainTimeout` stays undefined when not set (see shutdown.ts). */
 export function resolveShutdown (value: unknown): { readonly drainTimeout: number | undefined } {
-  const opts = object(value, 'shutdown', '{ drainTimeout? }')
-  return { drainTimeout: opts.drainTimeout === undefined ? undefined : integer(opts.drainTimeout, 'shutdown.drainTimeout', DEFAULT_DRAIN_TIMEOUT, 0) }
+  const opts = section(value, 'shutdown', ['drainTimeout'])
+  return { drainTimeout: opts.drainTimeout === undefined ? undefined : int(opts.drainTimeout, 'shutdown.drainTimeout', DEFAULT_DRAIN_TIMEOUT, 0) }
 }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import { causeChain } from '../proxy/upstream-errors.js'
+import { causeChain } from './cause.js'
 import type { ResolvedTransport } from './options.js'
 
 // Failures before any response: the request may or may not have reached the

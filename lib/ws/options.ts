@@ -1,4 +1,4 @@
-import { InvalidOptionError } from '../errors.js'
+import { MAX_TIMER_MS, fail, integer, knownKeys, object, origin } from '../options/validate.js'
 import type { WebSocketMessageHook, WebSocketOptions } from '../types.js'
 
 export const DEFAULT_TOKEN_PROTOCOL_PREFIX = 'bearer.'
@@ -26,20 +26,7 @@ export interface ResolvedWebSocket {
   readonly onUpstreamMessage: WebSocketMessageHook<any> | undefined
 }
 
-function fail (option: string, expected: string): never {
-  throw new InvalidOptionError(option, expected)
-}
-
-// Node timers overflow above this many milliseconds.
-const MAX_TIMER = 2 ** 31 - 1
-
-function integer (value: unknown, option: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    fail(option, `an integer from ${min} to ${max}${min === 0 ? ' (0 disables)' : ''}`)
-  }
-  return value
-}
+const WEBSOCKET_KEYS = ['token', 'origins', 'maxPayload', 'pingInterval', 'idleTimeout', 'highWaterMark', 'onClientMessage', 'onUpstreamMessage']
 
 function carrier (value: unknown, option: string, fallback: string | false, pattern: RegExp, byDefault: string): string | false {
   if (value === undefined) return fallback
@@ -47,17 +34,6 @@ function carrier (value: unknown, option: string, fallback: string | false, patt
   if (value === true) return byDefault
   if (typeof value !== 'string' || !pattern.test(value)) fail(option, `false, true or a name such as "${byDefault}"`)
   return value
-}
-
-function origin (value: unknown, option: string): string {
-  let parsed: URL | undefined
-  try {
-    parsed = typeof value === 'string' ? new URL(value) : undefined
-  } catch {}
-  if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== value) {
-    fail(option, 'an origin such as "https://shop.example" (scheme, host, optional port; no path or trailing slash)')
-  }
-  return value as string
 }
 
 function hook (value: unknown, option: string): WebSocketMessageHook<any> | undefined {
@@ -73,10 +49,8 @@ export function resolveWebSocket (value: unknown, at: string): ResolvedWebSocket
     fail(at, 'a boolean or an object { token?, origins?, maxPayload?, pingInterval?, idleTimeout?, highWaterMark?, onClientMessage?, onUpstreamMessage? }')
   }
   const opts: WebSocketOptions<any> = value === true ? {} : value as WebSocketOptions<any>
-  const token: unknown = opts.token
-  if (token !== undefined && (typeof token !== 'object' || token === null || Array.isArray(token))) {
-    fail(`${at}.token`, 'an object { protocolPrefix?, queryParameter? }')
-  }
+  if (value !== true) knownKeys(value as Record<string, unknown>, at, WEBSOCKET_KEYS)
+  object(opts.token, `${at}.token`, ['protocolPrefix', 'queryParameter'])
   if (opts.origins !== undefined && (!Array.isArray(opts.origins) || opts.origins.length === 0)) {
     fail(`${at}.origins`, 'a non-empty array of origins')
   }
@@ -84,10 +58,10 @@ export function resolveWebSocket (value: unknown, at: string): ResolvedWebSocket
     tokenProtocolPrefix: carrier(opts.token?.protocolPrefix, `${at}.token.protocolPrefix`, DEFAULT_TOKEN_PROTOCOL_PREFIX, PROTOCOL_TOKEN, DEFAULT_TOKEN_PROTOCOL_PREFIX),
     tokenQueryParameter: carrier(opts.token?.queryParameter, `${at}.token.queryParameter`, false, QUERY_NAME, DEFAULT_TOKEN_QUERY_PARAMETER),
     origins: opts.origins === undefined ? undefined : new Set(opts.origins.map((o, i) => origin(o, `${at}.origins[${i}]`))),
-    maxPayload: integer(opts.maxPayload, `${at}.maxPayload`, DEFAULT_WEBSOCKET.maxPayload, 1),
-    pingInterval: integer(opts.pingInterval, `${at}.pingInterval`, DEFAULT_WEBSOCKET.pingInterval, 0, MAX_TIMER),
-    idleTimeout: integer(opts.idleTimeout, `${at}.idleTimeout`, DEFAULT_WEBSOCKET.idleTimeout, 0, MAX_TIMER),
-    highWaterMark: integer(opts.highWaterMark, `${at}.highWaterMark`, DEFAULT_WEBSOCKET.highWaterMark, 1),
+    maxPayload: integer(opts.maxPayload, `${at}.maxPayload`, DEFAULT_WEBSOCKET.maxPayload, { min: 1 }),
+    pingInterval: integer(opts.pingInterval, `${at}.pingInterval`, DEFAULT_WEBSOCKET.pingInterval, { min: 0, max: MAX_TIMER_MS }),
+    idleTimeout: integer(opts.idleTimeout, `${at}.idleTimeout`, DEFAULT_WEBSOCKET.idleTimeout, { min: 0, max: MAX_TIMER_MS }),
+    highWaterMark: integer(opts.highWaterMark, `${at}.highWaterMark`, DEFAULT_WEBSOCKET.highWaterMark, { min: 1 }),
     onClientMessage: hook(opts.onClientMessage, `${at}.onClientMessage`),
     onUpstreamMessage: hook(opts.onUpstreamMessage, `${at}.onUpstreamMessage`)
   }

@@ -6,7 +6,7 @@ import fastifyWebsocket from '@fastify/websocket'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import { WebSocket } from 'ws'
 import { InvalidOptionError, WebSocketNotEnabledError } from '../errors.js'
-import type { ResolvedTarget } from '../options.js'
+import type { ResolvedTarget } from '../options/resolved.js'
 
 /** Route config key that marks the GET routes allowed to upgrade. */
 export const WEBSOCKET_ROUTE = 'gatehouseWebSocket'

@@ -1,8 +1,9 @@
 import { isIP } from 'node:net'
 import type { FastifyRequest } from 'fastify'
-import type { ResolvedTarget } from '../options.js'
+import type { ResolvedTarget } from '../options/resolved.js'
+import { requestOrigin } from '../transport/public-origin.js'
 import type { HeaderMap } from '../types.js'
-import { requestOrigin } from './public-origin.js'
+import { splitPrefix } from './prefix.js'
 
 /** Where a response is seen from: the gateway's side and the upstream's. */
 interface Mapping {
@@ -27,14 +28,7 @@ function mapping (target: ResolvedTarget, request: FastifyRequest, upstreamPath:
   const settings = target.transport.rewrite
   // Never `new URL()` on what the client sent: requestOrigin validated it or gave up.
   const publicOrigin = settings.publicOrigin ?? requestOrigin(request)
-  const publicPath = pathOf(request.url)
-  let end = 0
-  for (let i = 0; i < target.prefixSegments; i++) {
-    const next = publicPath.indexOf('/', end + 1)
-    end = next === -1 ? publicPath.length : next
-  }
-  const publicPrefix = publicPath.slice(0, end)
-  const rest = publicPath.slice(end)
+  const { prefix: publicPrefix, rest } = splitPrefix(target, pathOf(request.url))
   // The upstream path ends with the same rest unless a middleware changed it.
   const upstreamPrefix = rest !== '' && upstreamPath.endsWith(rest)
     ? upstreamPath.slice(0, upstreamPath.length - rest.length)

@@ -1,27 +1,22 @@
-import type { FastifyCompressOptions } from '@fastify/compress'
-import { InvalidMiddlewareError, InvalidOptionError } from './errors.js'
-import { Phase } from './proxy/phase.js'
-import { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
-import { resolveWebSocket } from './ws/options.js'
-import { lifecycleRoutes, resolveLifecycle } from './auth/lifecycle-options.js'
-import type { ResolvedLifecycle } from './auth/lifecycle-options.js'
-import { resolveRules } from './auth/rules.js'
-import type { ResolvedRules } from './auth/rules.js'
-import { resolveRewrite } from './proxy/rewrite.js'
-import { resolveHeaderPolicy } from './proxy/headers.js'
-import type { ResolvedHeaderPolicy } from './proxy/headers.js'
-import { resolvePathGuard } from './proxy/path.js'
-import type { ResolvedPathGuard } from './proxy/path.js'
-import type { ResolvedRewrite } from './proxy/rewrite.js'
-import type { ResolvedWebSocket } from './ws/options.js'
-import { resolveShutdown, resolveTransport } from './transport/options.js'
-import type { ResolvedTransport } from './transport/options.js'
-import { resolveCors, resolveTargetCors } from './cors/options.js'
-import type { ResolvedCors } from './cors/options.js'
+import { InvalidMiddlewareError } from '../errors.js'
+import { Phase } from '../proxy/phase.js'
+import { DEFAULT_MAX_BUFFERED_BODY } from '../proxy/body.js'
+import { resolveWebSocket } from '../ws/options.js'
+import { lifecycleRoutes, resolveLifecycle } from '../auth/lifecycle-options.js'
+import { resolveRules } from '../auth/rules-options.js'
+import { resolveRewrite } from '../proxy/rewrite-options.js'
+import { resolveHeaderPolicy } from '../proxy/headers-options.js'
+import { resolvePathGuard } from '../proxy/path.js'
+import { resolveShutdown, resolveTransport } from '../transport/options.js'
+import { resolveCors, resolveTargetCors } from '../cors/options.js'
+import type { ResolvedCors } from '../cors/options.js'
 import type {
-  AuthOptions, CredentialsVerifier, GatehouseOptions, Middleware, PathOptions, TargetCredentials,
-  TargetOptions, TokenAlgorithm
-} from './types.js'
+  AuthOptions, GatehouseOptions, Middleware, PathOptions, TargetCredentials, TargetOptions, TokenAlgorithm
+} from '../types.js'
+import type { ResolvedAuth, ResolvedCredentials, ResolvedMiddleware, ResolvedOptions, ResolvedTarget } from './resolved.js'
+import {
+  duration, fail, headerName, headerValue, integer, isKey, isObject, knownKeys, milliseconds, object, optionalString, path
+} from './validate.js'
 
 export const DEFAULT_LOGIN_PATH = '/login'
 export const DEFAULT_EXPIRES_IN_SECONDS = 3600
@@ -32,122 +27,25 @@ const HMAC_ALGORITHMS = new Set<TokenAlgorithm>(['HS256', 'HS384', 'HS512'])
 const ALGORITHMS = new Set<TokenAlgorithm>([
   ...HMAC_ALGORITHMS, 'RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'
 ])
-const DURATION = /^(\d+)\s*(s|m|h|d)$/
-const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
-// A header name as RFC 9110 defines a token.
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
-// Headers a credential may never set: they frame or route the message.
-const RESERVED_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'keep-alive'])
 
-export interface ResolvedAuth {
-  readonly algorithm: TokenAlgorithm
-  readonly signKey: string | Buffer | undefined
-  readonly verifyKey: string | Buffer
-  readonly expiresInSeconds: number
-  readonly issuer: string | undefined
-  readonly audience: string | undefined
-  readonly clockToleranceSeconds: number
-  readonly login: { readonly path: string, readonly verify: CredentialsVerifier } | false
-  /** Refresh, logout, login throttling and their store. */
-  readonly lifecycle: ResolvedLifecycle
-}
-
-export type ResolvedCredentials =
-  | { readonly kind: 'static', readonly headers: Readonly<Record<string, string>> }
-  | { readonly kind: 'computed', readonly compute: Extract<TargetCredentials, Function> }
-  | { readonly kind: 'none' }
-
-export interface ResolvedMiddleware {
-  readonly phase: number
-  readonly handler: Middleware<any>
-}
-
-export interface ResolvedTarget {
-  readonly name: string
-  readonly prefix: string
-  /** Number of path segments in the prefix; params match exactly one. */
-  readonly prefixSegments: number
-  readonly upstream: string
-  readonly origin: string
-  /** Upstream base path without a trailing slash ('' for the root). */
-  readonly basePath: string
-  readonly rewritePrefix: string | undefined
-  /** `rewrite`: a parsed template or a function, `undefined` when off. */
-  readonly rewrite: ResolvedRewrite | undefined
-  /** `allow` and `tenant`, `undefined` when neither is set. */
-  readonly rules: ResolvedRules | undefined
-  readonly credentials: ResolvedCredentials
-  readonly authorize: TargetOptions<any>['authorize']
-  readonly public: boolean
-  readonly middleware: readonly ResolvedMiddleware[]
-  readonly state: Readonly<Record<string, unknown>>
-  readonly timeouts: Readonly<Required<NonNullable<TargetOptions['timeouts']>>>
-  /** Cap of bodies read by middleware, in bytes. */
-  readonly maxBufferedBody: number
-  readonly onUpstreamError: TargetOptions<any>['onUpstreamError']
-  /** WebSocket tunnelling, `undefined` when off. */
-  readonly websocket: ResolvedWebSocket | undefined
-  /** Pool, TLS, retries, balancing, health, breaker, rewriting; `origins` lists every upstream. */
-  readonly transport: ResolvedTransport
-  /** What goes upstream and back of the headers (`forwardHeaders`, `hideResponseHeaders`). */
-  readonly headerPolicy: ResolvedHeaderPolicy
-  /** The CORS policy of this target (its own over the top-level one), `undefined` when off. */
-  readonly cors: ResolvedCors | undefined
-  /** What the path guard compares a request path with: the prefixes the router prefers to this one. */
-  readonly pathGuard: ResolvedPathGuard
-}
-
-export interface ResolvedOptions {
-  readonly auth: ResolvedAuth
-  readonly targets: readonly ResolvedTarget[]
-  readonly compress: FastifyCompressOptions | false
-  readonly shutdown: { readonly drainTimeout: number | undefined }
-  /** The top-level CORS policy (token routes, default of targets), `undefined` when off. */
-  readonly cors: ResolvedCors | undefined
-}
-
-function fail (option: string, expected: string): never {
-  throw new InvalidOptionError(option, expected)
-}
-
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function isKey (value: unknown): value is string | Buffer {
-  return (typeof value === 'string' && value.length > 0) || (Buffer.isBuffer(value) && value.length > 0)
-}
-
-function optionalString (value: unknown, option: string): string | undefined {
-  if (value === undefined) return undefined
-  if (typeof value !== 'string' || value.length === 0) fail(option, 'a non-empty string')
-  return value
-}
-
-function positiveInteger (value: unknown, option: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) fail(option, 'a positive integer')
-  return value
-}
-
-function resolveExpiresIn (value: unknown): number {
-  if (value === undefined) return DEFAULT_EXPIRES_IN_SECONDS
-  if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value
-  const match = typeof value === 'string' ? DURATION.exec(value) : null
-  if (match === null || Number(match[1]) === 0) fail('auth.expiresIn', 'a positive number of seconds or a duration such as "15m" or "1h"')
-  return Number(match[1]) * (DURATION_UNITS[match[2] as string] as number)
-}
-
-function resolvePath (value: unknown, option: string): string {
-  // What the path guard refuses in requests may not be part of a prefix either.
-  if (typeof value !== 'string' || !value.startsWith('/') || /[?#;\\\s]|\/\/|(^|\/)\.\.?(\/|$)|\.(\/|$)/.test(value)) {
-    fail(option, 'an absolute path such as "/api" without query, fragment, ";", backslashes, dot segments or a segment ending in "."')
-  }
-  return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value
-}
+// The keys of each option object (see `object` in validate.ts: others fail with a hint).
+const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths']
+const AUTH_KEYS = [
+  'algorithm', 'secret', 'privateKey', 'publicKey', 'expiresIn', 'issuer', 'audience', 'clockTolerance',
+  'login', 'refresh', 'logout', 'store'
+]
+const LOGIN_KEYS = ['path', 'verify', 'throttle', 'concurrency', 'queue']
+const TARGET_KEYS = [
+  'name', 'prefix', 'upstream', 'rewritePrefix', 'rewrite', 'allow', 'tenant', 'credentials', 'authorize', 'public',
+  'middleware', 'state', 'timeouts', 'maxBufferedBody', 'onUpstreamError', 'websocket', 'cors', 'transport',
+  'forwardHeaders', 'hideResponseHeaders'
+]
+const TIMEOUT_KEYS = ['connect', 'response', 'idle']
+const CREDENTIALS_SHAPE = '{ header, value }, { bearer }, { basic: { username, password } } or a function'
 
 function resolveAuth (auth: unknown): ResolvedAuth {
   if (!isObject(auth)) fail('auth', 'an object')
+  knownKeys(auth, 'auth', AUTH_KEYS)
   const opts = auth as unknown as AuthOptions
   const algorithm = opts.algorithm ?? 'HS256'
   if (!ALGORITHMS.has(algorithm)) fail('auth.algorithm', `one of ${[...ALGORITHMS].join(', ')}`)
@@ -156,7 +54,8 @@ function resolveAuth (auth: unknown): ResolvedAuth {
   if (opts.login === false) {
     login = false
   } else if (isObject(opts.login) && typeof opts.login.verify === 'function') {
-    login = { path: opts.login.path === undefined ? DEFAULT_LOGIN_PATH : resolvePath(opts.login.path, 'auth.login.path'), verify: opts.login.verify }
+    knownKeys(opts.login as unknown as Record<string, unknown>, 'auth.login', LOGIN_KEYS)
+    login = { path: opts.login.path === undefined ? DEFAULT_LOGIN_PATH : path(opts.login.path, 'auth.login.path', '/login'), verify: opts.login.verify }
   } else {
     fail('auth.login', 'false (verify-only) or { path?, verify: async (credentials, request) => claims | null }')
   }
@@ -185,7 +84,7 @@ function resolveAuth (auth: unknown): ResolvedAuth {
     algorithm,
     signKey,
     verifyKey,
-    expiresInSeconds: resolveExpiresIn(opts.expiresIn),
+    expiresInSeconds: duration(opts.expiresIn, 'auth.expiresIn', DEFAULT_EXPIRES_IN_SECONDS),
     issuer: optionalString(opts.issuer, 'auth.issuer'),
     audience: optionalString(opts.audience, 'auth.audience'),
     clockToleranceSeconds,
@@ -194,40 +93,28 @@ function resolveAuth (auth: unknown): ResolvedAuth {
   }
 }
 
-function headerName (name: unknown, option: string): string {
-  if (typeof name !== 'string' || !HEADER_NAME.test(name) || RESERVED_HEADERS.has(name.toLowerCase())) {
-    fail(option, 'a valid header name that does not frame the message (not Host, Connection, Content-Length ...)')
-  }
-  return name.toLowerCase()
-}
-
-function headerValue (value: unknown, option: string): string {
-  // Control characters would split or corrupt the header line.
-  // eslint-disable-next-line no-control-regex
-  if (typeof value !== 'string' || value.length === 0 || /[\u0000-\u001f\u007f]/.test(value)) {
-    fail(option, 'a non-empty string without control characters')
-  }
-  return value
-}
-
 function resolveCredentials (value: unknown, at: string): ResolvedCredentials {
   if (value === undefined) return { kind: 'none' }
   if (typeof value === 'function') return { kind: 'computed', compute: value as Extract<TargetCredentials, Function> }
-  if (!isObject(value)) fail(at, '{ header, value }, { bearer }, { basic: { username, password } } or a function')
+  if (!isObject(value)) fail(at, CREDENTIALS_SHAPE)
   if ('header' in value) {
+    knownKeys(value, at, ['header', 'value'])
     return { kind: 'static', headers: { [headerName(value.header, `${at}.header`)]: headerValue(value.value, `${at}.value`) } }
   }
   if ('bearer' in value) {
+    knownKeys(value, at, ['bearer'])
     return { kind: 'static', headers: { authorization: `Bearer ${headerValue(value.bearer, `${at}.bearer`)}` } }
   }
   if ('basic' in value && isObject(value.basic)) {
+    knownKeys(value, at, ['basic'])
+    knownKeys(value.basic, `${at}.basic`, ['username', 'password'])
     const username = headerValue(value.basic.username, `${at}.basic.username`)
     if (username.includes(':')) fail(`${at}.basic.username`, 'a user name without ":"')
     const password = typeof value.basic.password === 'string' ? value.basic.password : fail(`${at}.basic.password`, 'a string')
     const encoded = Buffer.from(`${username}:${password}`, 'utf8').toString('base64')
     return { kind: 'static', headers: { authorization: `Basic ${encoded}` } }
   }
-  fail(at, '{ header, value }, { bearer }, { basic: { username, password } } or a function')
+  fail(at, CREDENTIALS_SHAPE)
 }
 
 function resolvePhase (phase: unknown, at: string): number {
@@ -244,6 +131,7 @@ function resolveMiddleware (list: unknown, at: string): ResolvedMiddleware[] {
     const where = `${at}[${index}]`
     if (typeof item === 'function') return { phase: Phase.proxy, handler: item as Middleware<any>, index }
     if (isObject(item) && typeof item.handler === 'function') {
+      knownKeys(item, where, ['phase', 'handler'])
       return { phase: resolvePhase(item.phase, where), handler: item.handler as Middleware<any>, index }
     }
     throw new InvalidMiddlewareError(where)
@@ -255,28 +143,26 @@ function resolveMiddleware (list: unknown, at: string): ResolvedMiddleware[] {
 
 function resolveTimeouts (value: unknown, at: string): ResolvedTarget['timeouts'] {
   if (value === undefined) return DEFAULT_TIMEOUTS
-  if (!isObject(value)) fail(at, 'an object { connect?, response?, idle? } in milliseconds')
+  const opts = object(value, at, TIMEOUT_KEYS, 'an object { connect?, response?, idle? } in milliseconds')
   return {
-    connect: positiveInteger(value.connect, `${at}.connect`, DEFAULT_TIMEOUTS.connect),
-    response: positiveInteger(value.response, `${at}.response`, DEFAULT_TIMEOUTS.response),
-    idle: positiveInteger(value.idle, `${at}.idle`, DEFAULT_TIMEOUTS.idle)
+    connect: milliseconds(opts.connect, `${at}.connect`, DEFAULT_TIMEOUTS.connect),
+    response: milliseconds(opts.response, `${at}.response`, DEFAULT_TIMEOUTS.response),
+    idle: milliseconds(opts.idle, `${at}.idle`, DEFAULT_TIMEOUTS.idle)
   }
 }
 
 function resolvePaths (value: unknown): Required<PathOptions> {
-  if (value === undefined) return { caseInsensitive: true }
-  if (!isObject(value) || Object.keys(value).some((key) => key !== 'caseInsensitive') ||
-      (value.caseInsensitive !== undefined && typeof value.caseInsensitive !== 'boolean')) {
-    fail('paths', '{ caseInsensitive?: boolean }')
-  }
-  return { caseInsensitive: value.caseInsensitive !== false }
+  const opts = object(value, 'paths', ['caseInsensitive'], '{ caseInsensitive?: boolean }')
+  if (opts.caseInsensitive !== undefined && typeof opts.caseInsensitive !== 'boolean') fail('paths', '{ caseInsensitive?: boolean }')
+  return { caseInsensitive: opts.caseInsensitive !== false }
 }
 
 function resolveTarget (value: unknown, index: number, cors: ResolvedCors | undefined): Omit<ResolvedTarget, 'pathGuard'> {
   const at = `targets[${index}]`
   if (!isObject(value)) fail(at, 'an object { prefix, upstream, ... }')
+  knownKeys(value, at, TARGET_KEYS)
   const target = value as unknown as TargetOptions<any>
-  const prefix = resolvePath(target.prefix, `${at}.prefix`)
+  const prefix = path(target.prefix, `${at}.prefix`)
 
   let url: URL
   try {
@@ -307,7 +193,7 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
     basePath,
     rewritePrefix: target.rewritePrefix === undefined
       ? undefined
-      : target.rewritePrefix === '' ? '' : resolvePath(target.rewritePrefix, `${at}.rewritePrefix`).replace(/^\/$/, ''),
+      : target.rewritePrefix === '' ? '' : path(target.rewritePrefix, `${at}.rewritePrefix`).replace(/^\/$/, ''),
     rewrite: resolveRewrite(target, prefix, at),
     rules: resolveRules(target, prefix, at),
     credentials,
@@ -316,7 +202,7 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
     middleware: resolveMiddleware(target.middleware, `${at}.middleware`),
     state: Object.freeze({ ...(target.state ?? {}) }),
     timeouts: resolveTimeouts(target.timeouts, `${at}.timeouts`),
-    maxBufferedBody: positiveInteger(target.maxBufferedBody, `${at}.maxBufferedBody`, DEFAULT_MAX_BUFFERED_BODY),
+    maxBufferedBody: integer(target.maxBufferedBody, `${at}.maxBufferedBody`, DEFAULT_MAX_BUFFERED_BODY, { min: 1 }),
     onUpstreamError: target.onUpstreamError,
     websocket: resolveWebSocket(target.websocket, `${at}.websocket`),
     transport: resolveTransport(target.transport, target.upstream, at),
@@ -328,6 +214,7 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
 /** Validates the user's options once, at register, and applies defaults. */
 export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (!isObject(opts)) fail('options', 'an object { auth, targets }')
+  knownKeys(opts as unknown as Record<string, unknown>, '', OPTION_KEYS)
   const auth = resolveAuth(opts.auth)
   if (!Array.isArray(opts.targets)) fail('targets', 'an array of targets')
   const cors = opts.cors === undefined ? undefined : resolveCors(opts.cors, 'cors')
@@ -348,6 +235,7 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
       fail(`targets[${index}].prefix`, `a prefix other than the token routes ${lifecycleRoutes(auth.lifecycle).join(', ')}`)
     }
   }
+  // @fastify/compress validates its own options: passed through untouched.
   if (opts.compress !== undefined && opts.compress !== false && !isObject(opts.compress)) {
     fail('compress', 'false or @fastify/compress options')
   }
