@@ -13,6 +13,7 @@ import type { RequestContext } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
 import { assertInsideBase, isSafePath, splitUrl, upstreamPath } from './path.js'
 import { errorCode, upstreamError } from './upstream-errors.js'
+import { bracketCompression, upstreamIfNoneMatch } from './validators.js'
 import { bindReply, createDispatcher, transportError } from '../transport/dispatcher.js'
 import { checkRequestOrigin } from '../transport/public-origin.js'
 import { rewriteResponseHeaders } from '../transport/rewrite-headers.js'
@@ -56,6 +57,9 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     // check, WebSocket upgrades included, and before any upstream contact.
     scope.addHook('onRequest', checkRequestOrigin)
 
+    // After @fastify/compress's onRoute (inherited): a compressed ETag goes weak.
+    scope.addHook('onRoute', bracketCompression)
+
     scope.removeAllContentTypeParsers()
     scope.addContentTypeParser('*', passBodyThrough)
 
@@ -87,6 +91,8 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // the dispatcher, for the upstream it picks.
       const credentials = injected ?? await credentialHeaders(ctx)
       const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply)
+      const ifNoneMatch = headers['if-none-match']
+      if (typeof ifNoneMatch === 'string') headers['if-none-match'] = upstreamIfNoneMatch(ifNoneMatch)
       const reply = ctx.fastifyReply
 
       // Resolves with a transport failure; rejects only on a programming error.
