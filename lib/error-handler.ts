@@ -13,6 +13,8 @@ export interface ErrorBody {
 // Codes that belong to libraries, never shown to clients.
 const LIBRARY_CODE = /^(FST_ERR_|FST_REPLY_FROM_|FST_COMPRESS_|FAST_JWT_|FST_JWT_|UND_ERR|ERR_|HPE_|E[A-Z]+$)/
 const CODE = /^[A-Z][A-Z0-9_]{2,63}$/
+// 5xx where the upstream did answer, as it was entitled to: nothing to page anyone about.
+const WARN_CODES = new Set(['FST_GATEHOUSE_WEBSOCKET_PROTOCOL_MISMATCH'])
 
 function clientError (error: FastifyError): { status: number, code: string, message: string } {
   const status = error.statusCode ?? 500
@@ -53,7 +55,9 @@ function clientError (error: FastifyError): { status: number, code: string, mess
  */
 export function gatehouseErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const { status, code, message } = clientError(error)
-  if (status >= 500) {
+  if (WARN_CODES.has(code)) {
+    request.log.warn({ code, statusCode: status }, 'gatehouse request failed')
+  } else if (status >= 500) {
     request.log.error({ err: error, code }, 'gatehouse request failed')
   } else {
     request.log.info({ code, statusCode: status }, 'gatehouse request refused')

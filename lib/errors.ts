@@ -110,6 +110,12 @@ export const UpstreamBadResponseError = createError<'FST_GATEHOUSE_UPSTREAM_BAD_
   502
 )
 
+export const WebSocketProtocolMismatchError = createError<'FST_GATEHOUSE_WEBSOCKET_PROTOCOL_MISMATCH'>(
+  'FST_GATEHOUSE_WEBSOCKET_PROTOCOL_MISMATCH',
+  'The upstream accepted none of the offered WebSocket subprotocols',
+  502
+)
+
 export const UpstreamTimeoutError = createError<'FST_GATEHOUSE_UPSTREAM_TIMEOUT'>(
   'FST_GATEHOUSE_UPSTREAM_TIMEOUT',
   'The upstream service did not answer in time',

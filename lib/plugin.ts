@@ -11,6 +11,7 @@ import { gatehouseErrorHandler } from './error-handler.js'
 import { lifecycleRoutes } from './auth/lifecycle-options.js'
 import { resolveOptions } from './options/resolve.js'
 import { targetScope } from './proxy/target.js'
+import { deferContinue } from './transport/expect-continue.js'
 import { gracefulShutdown } from './transport/shutdown.js'
 import type { GatehouseClaims, GatehouseOptions } from './types.js'
 import { registerWebSocket } from './ws/server.js'
@@ -59,6 +60,8 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
     }
     // Before the targets: they register their transports with the drain.
     gracefulShutdown(scope, options.shutdown)
+    // 100 Continue only once a request is admitted and its body is read.
+    deferContinue(scope)
     // Compression hooks attach to routes as they are added: it goes first.
     if (options.compress !== false) await scope.register(fastifyCompress, options.compress)
     // Same for WebSocket routes; one instance owns the server's 'upgrade' event.

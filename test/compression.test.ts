@@ -139,3 +139,62 @@ t.test('compression options are passed to @fastify/compress', async (t) => {
   t.equal(gz.headers['content-encoding'], 'gzip')
   t.ok(gunzipSync(gz.rawPayload).equals(DOCUMENT))
 })
+
+/** An upstream with a strong ETag that compares If-None-Match strongly (as many do by mistake) and serves Range. */
+const ETAG = '"v1-doc"'
+const validating: UpstreamHandler = (req, res) => {
+  const inm = req.headers['if-none-match']
+  if (inm !== undefined && inm.split(',').map((tag) => tag.trim()).includes(ETAG)) {
+    res.writeHead(304, { etag: ETAG }).end()
+    return
+  }
+  const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '')
+  if (range !== null) {
+    const part = DOCUMENT.subarray(Number(range[1]), Number(range[2]) + 1)
+    res.writeHead(206, { 'content-type': 'application/json', etag: ETAG, 'content-length': part.length, 'content-range': `bytes ${range[1]}-${range[2]}/${DOCUMENT.length}` })
+    res.end(part)
+    return
+  }
+  res.writeHead(200, { 'content-type': 'application/json', etag: ETAG, 'content-length': DOCUMENT.length })
+  res.end(DOCUMENT)
+}
+
+t.test('a compressed response gets the weak form of a strong upstream ETag; identity keeps it strong', async (t) => {
+  const { get } = await gateway(t, validating)
+  const gzip = await get('gzip')
+  t.equal(gzip.headers['content-encoding'], 'gzip')
+  t.equal(gzip.headers.etag, `W/${ETAG}`)
+  const identity = await get()
+  t.equal(identity.headers['content-encoding'], undefined)
+  t.equal(identity.headers.etag, ETAG)
+})
+
+t.test('an upstream response already encoded keeps its ETag', async (t) => {
+  const encoded = gzipSync(DOCUMENT)
+  const { get } = await gateway(t, serve(encoded, { 'content-type': 'application/json', 'content-encoding': 'gzip', etag: ETAG }))
+  t.equal((await get('gzip')).headers.etag, ETAG)
+})
+
+t.test('If-None-Match with the weak tag of a compressed variant gets a 304 end to end', async (t) => {
+  const upstream: Upstream = await startUpstream(validating)
+  t.teardown(upstream.close)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
+  const headers = { ...bearer(tokenFor(app)), 'accept-encoding': 'gzip' }
+  const first = await app.inject({ url: '/api/doc', headers })
+  const res = await app.inject({ url: '/api/doc', headers: { ...headers, 'if-none-match': String(first.headers.etag) } })
+  t.equal(res.statusCode, 304)
+  t.equal(res.rawPayload.length, 0)
+  t.equal(res.headers.etag, `W/${ETAG}`, 'the validator the client holds')
+  t.equal(upstream.seen[1]?.headers['if-none-match'], ETAG, 'the upstream is asked with the strong tag')
+})
+
+t.test('a Range request is not compressed and keeps its strong ETag', async (t) => {
+  const upstream: Upstream = await startUpstream(validating)
+  t.teardown(upstream.close)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
+  const res = await app.inject({ url: '/api/doc', headers: { ...bearer(tokenFor(app)), 'accept-encoding': 'gzip', range: 'bytes=0-99' } })
+  t.equal(res.statusCode, 206)
+  t.equal(res.headers['content-encoding'], undefined)
+  t.equal(res.headers.etag, ETAG)
+  t.ok(res.rawPayload.equals(DOCUMENT.subarray(0, 100)))
+})

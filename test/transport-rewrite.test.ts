@@ -45,3 +45,38 @@ t.test('foreign Location untouched; publicOrigin; rewrite: false turns it off', 
   t.equal(raw.headers.location, `${upstream.url}/p/a/b`)
   t.equal(raw.headers['set-cookie'], 'k=v; Domain=127.0.0.1')
 })
+
+t.test('an upstream base path: Location and cookie Path map in both layouts (prefix kept, rewritePrefix)', async (t) => {
+  const upstream = await startUpstream((req, res) => {
+    const self = `http://${req.headers.host ?? ''}`
+    res.writeHead(302, {
+      location: `${self}${req.url ?? ''}/7`,
+      'content-location': `${req.url ?? ''}/7`,
+      'set-cookie': ['root=1; Path=/api', 'slash=1; Path=/api/', `here=1; Path=${req.url ?? ''}`, 'all=1; Path=/', 'foreign=1; Path=/elsewhere'],
+      'content-length': 0
+    })
+    res.end()
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, {
+    targets: [
+      // /inv/x goes to /api/inv/x: the upstream app lives under /api.
+      { prefix: '/inv', upstream: `${upstream.url}/api` },
+      // /shop/x goes to /api/x.
+      { prefix: '/shop', upstream: `${upstream.url}/api`, rewritePrefix: '' }
+    ]
+  })
+  const headers = { ...bearer(tokenFor(app)), host: 'gw.example' }
+
+  const kept = await app.inject({ url: '/inv/items', headers })
+  t.equal(upstream.seen.at(-1)?.url, '/api/inv/items')
+  t.equal(kept.headers.location, 'http://gw.example/inv/items/7')
+  t.equal(kept.headers['content-location'], '/inv/items/7')
+  t.same(kept.headers['set-cookie'], ['root=1; Path=/inv', 'slash=1; Path=/inv', 'here=1; Path=/inv/items', 'all=1; Path=/', 'foreign=1; Path=/elsewhere'])
+
+  const rewritten = await app.inject({ url: '/shop/items', headers })
+  t.equal(upstream.seen.at(-1)?.url, '/api/items')
+  t.equal(rewritten.headers.location, 'http://gw.example/shop/items/7')
+  t.equal(rewritten.headers['content-location'], '/shop/items/7')
+  t.same(rewritten.headers['set-cookie'], ['root=1; Path=/shop', 'slash=1; Path=/shop/', 'here=1; Path=/shop/items', 'all=1; Path=/', 'foreign=1; Path=/elsewhere'])
+})

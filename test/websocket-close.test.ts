@@ -112,6 +112,7 @@ t.test('a subprotocol the upstream would not accept gives 502 (the upstream sele
   const { url, headers } = await gateway(t, { upstream: upstream.url, websocket: true })
   const refusal = await refusedUpgrade(url, ['chat.v1'], { headers })
   t.equal(refusal.statusCode, 502)
+  t.equal(refusal.body.code, 'FST_GATEHOUSE_WEBSOCKET_PROTOCOL_MISMATCH')
 })
 
 t.test('a message from the caller above maxPayload closes with 1009 on both sides', async (t) => {

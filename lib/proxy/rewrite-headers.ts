@@ -15,6 +15,8 @@ interface Mapping {
   readonly publicPrefix: string
   /** The same place on the upstream, e.g. `/api/v2/7` ('' for the root). */
   readonly upstreamPrefix: string
+  /** The target's upstream base path, e.g. `/api` ('' for none). */
+  readonly basePath: string
   readonly upstreams: ReadonlySet<string>
   readonly upstreamHostnames: ReadonlySet<string>
 }
@@ -39,6 +41,7 @@ function mapping (target: ResolvedTarget, request: FastifyRequest, upstreamPath:
     publicHostname: settings.publicOrigin === undefined ? undefined : new URL(settings.publicOrigin).hostname,
     publicPrefix,
     upstreamPrefix,
+    basePath: target.basePath,
     upstreams: new Set(target.transport.origins),
     upstreamHostnames: new Set(target.transport.origins.map((origin) => new URL(origin).hostname.toLowerCase()))
   }
@@ -50,6 +53,21 @@ function mapPath (path: string, m: Mapping): string {
   if (up !== '' && path !== up && !path.startsWith(up + '/')) return path
   const mapped = m.publicPrefix + path.slice(up.length)
   return mapped === '' ? '/' : mapped
+}
+
+/**
+ * A cookie `Path` maps as a URL path does, and one that covers the whole
+ * upstream prefix from inside the base path (`Path=/api` for `/api/inv`,
+ * the app's own root when the prefix is kept upstream) covers the whole
+ * public prefix: left as it was, the browser would never send it back
+ * through the gateway.
+ */
+function mapCookiePath (path: string, m: Mapping): string {
+  const up = m.upstreamPrefix
+  const base = m.basePath
+  const inBase = base !== '' && (path === base || path.startsWith(base + '/'))
+  if (inBase && path !== up && up.startsWith(path.endsWith('/') ? path : path + '/')) return m.publicPrefix === '' ? '/' : m.publicPrefix
+  return mapPath(path, m)
 }
 
 function rewriteLocation (value: string, m: Mapping): string {
@@ -84,7 +102,7 @@ function rewriteCookie (cookie: string, m: Mapping): string {
       continue
     }
     if (name === 'path' && value.startsWith('/')) {
-      out.push(` Path=${mapPath(value, m)}`)
+      out.push(` Path=${mapCookiePath(value, m)}`)
       continue
     }
     out.push(part)

@@ -16,6 +16,7 @@ import { splitUrl } from './prefix.js'
 import { upstreamError } from './upstream-errors.js'
 import { errorCode } from '../transport/cause.js'
 import { bindReply, createTargetTransport, transportError } from '../transport/dispatcher.js'
+import { bracketCompression, upstreamIfNoneMatch } from './validators.js'
 import { checkRequestOrigin } from '../transport/public-origin.js'
 import { rewriteResponseHeaders } from './rewrite-headers.js'
 import { websocketRoute } from '../ws/upgrade.js'
@@ -65,6 +66,9 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     // check, WebSocket upgrades included, and before any upstream contact.
     scope.addHook('onRequest', checkRequestOrigin)
 
+    // After @fastify/compress's onRoute (inherited): a compressed ETag goes weak.
+    scope.addHook('onRoute', bracketCompression)
+
     scope.removeAllContentTypeParsers()
     scope.addContentTypeParser('*', passBodyThrough)
 
@@ -96,6 +100,8 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // the dispatcher, for the upstream it picks.
       const credentials = injected ?? await credentialHeaders(ctx)
       const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply)
+      const ifNoneMatch = headers['if-none-match']
+      if (typeof ifNoneMatch === 'string') headers['if-none-match'] = upstreamIfNoneMatch(ifNoneMatch)
       const reply = ctx.fastifyReply
 
       // Resolves with a transport failure; rejects only on a programming error.

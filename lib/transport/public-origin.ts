@@ -75,12 +75,50 @@ export function requestOrigin (request: FastifyRequest): string | undefined {
   return origin ?? undefined
 }
 
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)/i
+
+/** True when the raw headers hold more than one `Host` (Node keeps only the first). */
+function repeatedHost (raw: readonly string[]): boolean {
+  let hosts = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return true
+  }
+  return false
+}
+
+/**
+ * Checks an absolute-form request target (`GET http://host/path`) against
+ * `Host` (RFC 9112 §3.2.2: they must name the same authority) and, when they
+ * agree, turns it into the origin form every later step expects. False when
+ * they disagree.
+ */
+function agreesWithHost (request: FastifyRequest): boolean {
+  const target = request.raw.url ?? ''
+  if (target.startsWith('/')) return true
+  const match = ABSOLUTE_FORM.exec(target)
+  // Anything else ('*', garbage) is left to the path guard.
+  if (match === null) return true
+  if ((match[1] as string).toLowerCase() !== String(request.headers.host ?? '').toLowerCase()) return false
+  const rest = target.slice(match[0].length)
+  // Routing already read the same path from it; only its form changes.
+  request.raw.url = rest.startsWith('/') ? rest : '/' + rest
+  return true
+}
+
 /**
  * onRequest hook of a target scope: a request whose `Host` (or, with
  * `trustProxy`, `X-Forwarded-Host` / `X-Forwarded-Proto`) is not a valid
- * authority gets 400 before any token check or upstream contact, as nginx
- * and Envoy answer an invalid Host.
+ * authority, that carries more than one `Host`, or whose absolute-form
+ * target names another authority than its `Host`, gets 400 before any token
+ * check or upstream contact, as nginx and Envoy answer them.
  */
 export const checkRequestOrigin: onRequestHookHandler = function checkRequestOrigin (request, _reply, done) {
-  done(requestOrigin(request) === undefined ? new BadRequestError('Invalid Host (or X-Forwarded-Host / X-Forwarded-Proto) header') : undefined)
+  if (repeatedHost(request.raw.rawHeaders)) {
+    done(new BadRequestError('More than one Host header'))
+  } else if (!agreesWithHost(request)) {
+    done(new BadRequestError('The request target and the Host header name different hosts'))
+  } else {
+    done(requestOrigin(request) === undefined ? new BadRequestError('Invalid Host (or X-Forwarded-Host / X-Forwarded-Proto) header') : undefined)
+  }
 }

@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http'
+import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { TLSSocket } from 'node:tls'
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
@@ -72,15 +74,80 @@ const refuseUnroutedUpgrade: onRequestHookHandler = function refuseUnroutedUpgra
   done(request.ws === true && config?.[WEBSOCKET_ROUTE] !== true ? new WebSocketNotEnabledError() : undefined)
 }
 
+type UpgradeListener = (request: IncomingMessage, socket: Duplex, head: Buffer) => void
+
+/** True when the request asks for WebSocket, as ws itself decides (one token, any case). */
+function isWebSocketUpgrade (request: IncomingMessage): boolean {
+  return request.headers.upgrade?.trim().toLowerCase() === 'websocket'
+}
+
+// Named in an ignored offer: the offer's own headers must not reach any handler.
+const OFFER_HEADERS = new Set(['upgrade', 'http2-settings'])
+
 /**
- * An upgrade answered with plain HTTP outside the gatehouse routes (a 404,
- * a host route) leaves a socket that Node no longer manages and that stays
- * half-open after the client leaves: close it when the client ends, when it
- * idles, and at shutdown.
+ * Serves an upgrade offer that is not WebSocket (`h2c` from `curl --http2`,
+ * Java's HttpClient) as the plain HTTP/1.1 request it also is, as RFC 9110
+ * §7.8 allows. Node hands every such request to the 'upgrade' listeners with
+ * the body still unread on the socket, so the head is written back without
+ * the offer and the socket is given to the HTTP server again (a documented
+ * use of its 'connection' event): Node parses head and body as usual, and
+ * keep-alive goes on.
  */
-function guardUpgradeSockets (scope: FastifyInstance, timeout: number): void {
+function serveAsHttp (server: Server, request: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const lines = [`${request.method ?? 'GET'} ${request.url ?? '/'} HTTP/${request.httpVersion}`]
+  const raw = request.rawHeaders
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    let value = raw[i + 1] as string
+    const lower = name.toLowerCase()
+    if (OFFER_HEADERS.has(lower)) continue
+    if (lower === 'connection') {
+      value = value.split(',').map((token) => token.trim()).filter((token) => token !== '' && !OFFER_HEADERS.has(token.toLowerCase())).join(', ')
+      if (value === '') continue
+    }
+    lines.push(`${name}: ${value}`)
+  }
+  // Node decodes header bytes as latin1: this writes back the bytes that came.
+  socket.unshift(Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1'), head]))
+  server.emit(socket instanceof TLSSocket ? 'secureConnection' : 'connection', socket)
+}
+
+/**
+ * Takes over the 'upgrade' listeners that @fastify/websocket added, so that
+ * only WebSocket offers reach it; any other offer is served as HTTP.
+ */
+function claimWebSocketUpgrades (scope: FastifyInstance, listeners: UpgradeListener[]): void {
+  const server = scope.server
+  for (const listener of listeners) server.removeListener('upgrade', listener)
+  const onUpgrade: UpgradeListener = (request, socket, head) => {
+    if (!isWebSocketUpgrade(request)) {
+      serveAsHttp(server, request, socket, head)
+      return
+    }
+    for (const listener of listeners) listener(request, socket, head)
+  }
+  server.on('upgrade', onUpgrade)
+  scope.addHook('preClose', (done) => {
+    server.removeListener('upgrade', onUpgrade)
+    done()
+  })
+}
+
+/**
+ * A WebSocket upgrade answered with plain HTTP outside the gatehouse routes
+ * (a 404, a host route) leaves a socket that Node no longer manages and that
+ * stays half-open after the client leaves: close it when the client ends,
+ * when it idles, and at shutdown.
+ */
+function guardUpgradeSockets (scope: FastifyInstance, timeout: number): UpgradeListener {
   const open = new Set<Duplex>()
-  const onUpgrade = (_request: IncomingMessage, socket: Duplex): void => {
+  scope.addHook('preClose', (done) => {
+    for (const socket of open) {
+      if (!tunnelled.has(socket)) socket.destroy()
+    }
+    done()
+  })
+  return (_request, socket) => {
     open.add(socket)
     const destroy = (): void => {
       if (!tunnelled.has(socket)) socket.destroy()
@@ -90,14 +157,6 @@ function guardUpgradeSockets (scope: FastifyInstance, timeout: number): void {
     // ws resets this timeout when the socket becomes a WebSocket.
     ;(socket as Socket).setTimeout(timeout, destroy)
   }
-  scope.server.on('upgrade', onUpgrade)
-  scope.addHook('preClose', (done) => {
-    scope.server.removeListener('upgrade', onUpgrade)
-    for (const socket of open) {
-      if (!tunnelled.has(socket)) socket.destroy()
-    }
-    done()
-  })
 }
 
 /**
@@ -108,11 +167,13 @@ export async function registerWebSocket (scope: FastifyInstance, targets: readon
   if (scope.hasDecorator('websocketServer')) {
     throw new InvalidOptionError('targets[].websocket', 'an app that does not register @fastify/websocket itself (the gatehouse registers it)')
   }
+  const before = new Set(scope.server.listeners('upgrade'))
   await scope.register(fastifyWebsocket, pluginOptions(targets))
+  const added = scope.server.listeners('upgrade').filter((listener) => !before.has(listener)) as UpgradeListener[]
   scope.addHook('onRequest', refuseUnroutedUpgrade)
   let timeout = 0
   for (const target of targets) {
     if (target.websocket !== undefined) timeout = Math.max(timeout, target.timeouts.response + UPGRADE_GRACE_MS)
   }
-  guardUpgradeSockets(scope, timeout)
+  claimWebSocketUpgrades(scope, [guardUpgradeSockets(scope, timeout), ...added])
 }

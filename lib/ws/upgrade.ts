@@ -4,7 +4,8 @@ import { WebSocket } from 'ws'
 import type { RevocationCheck, TokenService } from '../auth/token.js'
 import { bearerToken, requireToken } from '../auth/token.js'
 import {
-  NoResponseError, OriginNotAllowedError, TokenInvalidError, UpstreamBadResponseError, UpstreamTimeoutError
+  NoResponseError, OriginNotAllowedError, TokenInvalidError, UpstreamBadResponseError, UpstreamTimeoutError,
+  WebSocketProtocolMismatchError
 } from '../errors.js'
 import type { ResolvedTarget } from '../options/resolved.js'
 import type { Composed } from '../proxy/compose.js'
@@ -132,6 +133,13 @@ function openUpstream (
     // Stays for the socket's life: an error between open and tunnel must not crash.
     upstream.on('error', (err) => settle(upstreamError(err)))
     upstream.once('unexpected-response', () => settle(new UpstreamBadResponseError()))
+    // ws checks the answer after this event and would fail with a bare
+    // error: an upstream that selects none of the offered subprotocols
+    // answered, it just said no, and the caller is told so.
+    upstream.once('upgrade', (response) => {
+      const selected = response.headers['sec-websocket-protocol']
+      if (protocols.length > 0 && (selected === undefined || !protocols.includes(selected))) settle(new WebSocketProtocolMismatchError())
+    })
     upstream.once('open', () => {
       // Messages that arrive before the tunnel listens must wait, not vanish.
       upstream.pause()

@@ -131,7 +131,7 @@ export function openClient (url: string, protocols: string[] = [], options: Clie
 export interface Refusal {
   statusCode: number
   headers: IncomingHttpHeaders
-  body: { statusCode?: number, code?: string }
+  body: { statusCode?: number, code?: string, message?: string }
 }
 
 /** Expects the handshake to be refused; resolves with the HTTP answer (or fails after a deadline). */
