@@ -20,7 +20,7 @@ t.test('redirects are not followed; Location and Set-Cookie are rewritten to the
   t.equal(upstream.seen.length, 1, 'not followed')
   t.equal(res.headers.location, 'http://gw.example/shop/orders/7?x=1')
   t.equal(res.headers['content-location'], '/shop/orders/7')
-  t.same(res.headers['set-cookie'], ['sid=abc; Path=/shop; HttpOnly', 'other=1; Domain=elsewhere.example; Path=/x'])
+  t.same(res.headers['set-cookie'], ['sid=abc; Path=/shop; HttpOnly', 'other=1; Domain=elsewhere.example; Path=/shop'])
 })
 
 t.test('foreign Location untouched; publicOrigin; rewrite: false turns it off', async (t) => {
@@ -72,11 +72,33 @@ t.test('an upstream base path: Location and cookie Path map in both layouts (pre
   t.equal(upstream.seen.at(-1)?.url, '/api/inv/items')
   t.equal(kept.headers.location, 'http://gw.example/inv/items/7')
   t.equal(kept.headers['content-location'], '/inv/items/7')
-  t.same(kept.headers['set-cookie'], ['root=1; Path=/inv', 'slash=1; Path=/inv', 'here=1; Path=/inv/items', 'all=1; Path=/', 'foreign=1; Path=/elsewhere'])
+  t.same(kept.headers['set-cookie'], ['root=1; Path=/inv', 'slash=1; Path=/inv', 'here=1; Path=/inv/items', 'all=1; Path=/inv', 'foreign=1; Path=/inv'])
 
   const rewritten = await app.inject({ url: '/shop/items', headers })
   t.equal(upstream.seen.at(-1)?.url, '/api/items')
   t.equal(rewritten.headers.location, 'http://gw.example/shop/items/7')
   t.equal(rewritten.headers['content-location'], '/shop/items/7')
-  t.same(rewritten.headers['set-cookie'], ['root=1; Path=/shop', 'slash=1; Path=/shop/', 'here=1; Path=/shop/items', 'all=1; Path=/', 'foreign=1; Path=/elsewhere'])
+  t.same(rewritten.headers['set-cookie'], ['root=1; Path=/shop', 'slash=1; Path=/shop/', 'here=1; Path=/shop/items', 'all=1; Path=/shop', 'foreign=1; Path=/shop'])
+})
+
+t.test('cookies stay with their target: a Path outside the prefix is confined to it; rewrite.cookies: false keeps it', async (t) => {
+  const upstream = await startUpstream((req, res) => {
+    res.writeHead(200, { 'set-cookie': [`session=${req.url ?? ''}; Path=/; HttpOnly`, 'pref=1; Path=/settings', 'bare=1'], 'content-length': 0 }).end()
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, {
+    targets: [
+      { prefix: '/a', upstream: upstream.url },
+      { prefix: '/b', upstream: upstream.url, rewritePrefix: '' },
+      { prefix: '/legacy', upstream: upstream.url, transport: { rewrite: { cookies: false } } }
+    ]
+  })
+  const headers = bearer(tokenFor(app))
+  const a = await app.inject({ url: '/a/login', headers })
+  t.same(a.headers['set-cookie'], ['session=/a/login; Path=/a; HttpOnly', 'pref=1; Path=/a', 'bare=1'], 'target A: only /a gets them back')
+  const b = await app.inject({ url: '/b/login', headers })
+  t.same(b.headers['set-cookie'], ['session=/login; Path=/b/; HttpOnly', 'pref=1; Path=/b/settings', 'bare=1'], 'target B strips its prefix: paths map under /b')
+  const legacy = await app.inject({ url: '/legacy/login', headers })
+  t.same(legacy.headers['set-cookie'], ['session=/legacy/login; Path=/; HttpOnly', 'pref=1; Path=/settings', 'bare=1'], 'cookies: false leaves them as they came')
+  t.same(upstream.seen.map((r) => r.url), ['/a/login', '/login', '/legacy/login'])
 })

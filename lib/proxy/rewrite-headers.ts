@@ -60,14 +60,22 @@ function mapPath (path: string, m: Mapping): string {
  * upstream prefix from inside the base path (`Path=/api` for `/api/inv`,
  * the app's own root when the prefix is kept upstream) covers the whole
  * public prefix: left as it was, the browser would never send it back
- * through the gateway.
+ * through the gateway. Any other Path outside the mapping becomes the
+ * public prefix, so a cookie set through one target comes back only
+ * through it.
  */
 function mapCookiePath (path: string, m: Mapping): string {
   const up = m.upstreamPrefix
   const base = m.basePath
   const inBase = base !== '' && (path === base || path.startsWith(base + '/'))
   if (inBase && path !== up && up.startsWith(path.endsWith('/') ? path : path + '/')) return m.publicPrefix === '' ? '/' : m.publicPrefix
-  return mapPath(path, m)
+  const mapped = mapPath(path, m)
+  const prefix = m.publicPrefix
+  if (prefix === '' || mapped === prefix || mapped.startsWith(prefix + '/')) return mapped
+  // A Path outside what this target exposes (`Path=/`) would make browsers
+  // send the cookie to every other target and to the host's routes: it is
+  // confined to this target's public prefix.
+  return prefix
 }
 
 function rewriteLocation (value: string, m: Mapping): string {
