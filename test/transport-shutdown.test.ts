@@ -4,30 +4,37 @@ import { connect } from 'node:net'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
 import type { RawResponse } from './helpers/raw-request.js'
 import { startUpstream } from './helpers/upstream.js'
+import { signal, waitFor } from './helpers/wait.js'
 
-/** A gateway whose upstream answers `/api/slow...` after 300 ms, with Fastify's own closing 503 off. */
+/**
+ * A gateway whose upstream answers `/api/slow...` after 300 ms and holds
+ * `/api/held...` until `release()`, with Fastify's own closing 503 off.
+ */
 async function drainingGateway (t: Test) {
+  const held = signal()
   const upstream = await startUpstream((req, res) => {
-    const wait = req.url?.includes('slow') === true ? 300 : 0
-    setTimeout(() => res.writeHead(200, { 'content-length': 4 }).end('done'), wait)
+    const answer = (): void => { res.writeHead(200, { 'content-length': 4 }).end('done') }
+    if (req.url?.includes('held') === true) void held.promise.then(answer)
+    else setTimeout(answer, req.url?.includes('slow') === true ? 300 : 0)
   })
   t.teardown(upstream.close)
   const app = await buildApp(t, {
     targets: [{ prefix: '/api', upstream: upstream.url }],
     server: { return503OnClosing: false }
   })
-  return { upstream, app, base: await listen(app) }
+  return { upstream, app, base: await listen(app), release: () => held.resolve() }
 }
 
 t.test('close() lets in-flight requests finish, refuses new connections, then closes', async (t) => {
-  const { upstream, app, base } = await drainingGateway(t)
+  const { upstream, app, base, release } = await drainingGateway(t)
   const headers = bearer(tokenFor(app))
-  const inFlight = fetch(`${base}/api/slow`, { headers })
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  const inFlight = fetch(`${base}/api/held`, { headers })
+  await waitFor(() => upstream.seen.length === 1, { message: 'the in-flight request reached the upstream' })
   const closing = app.close()
-  await new Promise((resolve) => setTimeout(resolve, 30))
+  await waitFor(() => !app.server.listening, { message: 'the drain closed the listener' })
   // Not accepting any more: the listener is closed during the drain.
   await t.rejects(fetch(`${base}/api/late`, { headers }), 'new connections are refused')
+  release()
   const res = await inFlight
   t.equal(res.status, 200)
   t.equal(await res.text(), 'done', 'the in-flight request completed')
