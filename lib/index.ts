@@ -20,7 +20,7 @@ export { hashPassword, verifyPassword, isPasswordHash, staticUsers } from './aut
 export type { StaticUser, ScryptCost } from './auth/password.js'
 export { MemoryStore, storeKeys } from './auth/store.js'
 export type { GatehouseStore, MemoryStoreOptions } from './auth/store.js'
-export type { LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from './types.js'
+export type { JwksOptions, KeyOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, RefreshVerifier, ThrottleLimit } from './types.js'
 export type { CorsOptions } from './types.js'
 export { gatehouseFrameworkErrors, gatehouseNotFound } from './error-handler.js'
 export type { ErrorBody } from './error-handler.js'

@@ -5,6 +5,8 @@ import { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 import { resolveWebSocket } from './ws/options.js'
 import { lifecycleRoutes, resolveLifecycle } from './auth/lifecycle-options.js'
 import type { ResolvedLifecycle } from './auth/lifecycle-options.js'
+import { resolveKeys } from './auth/keys-options.js'
+import type { ResolvedKeys } from './auth/keys-options.js'
 import { resolveRules } from './auth/rules.js'
 import type { ResolvedRules } from './auth/rules.js'
 import { resolveRewrite } from './proxy/rewrite.js'
@@ -50,6 +52,8 @@ export interface ResolvedAuth {
   readonly login: { readonly path: string, readonly verify: CredentialsVerifier } | false
   /** Refresh, logout, login throttling and their store. */
   readonly lifecycle: ResolvedLifecycle
+  /** Own key ring (the single-key form is a ring of one), identity providers, JWKS route. */
+  readonly keys: ResolvedKeys
 }
 
 export type ResolvedCredentials =
@@ -162,8 +166,10 @@ function resolveAuth (auth: unknown): ResolvedAuth {
   }
 
   let signKey: string | Buffer | undefined
-  let verifyKey: string | Buffer
-  if (HMAC_ALGORITHMS.has(algorithm)) {
+  let verifyKey: string | Buffer = ''
+  if (opts.keys !== undefined || (opts.jwks !== undefined && opts.secret === undefined && opts.publicKey === undefined)) {
+    // auth.keys (or a provider alone) replaces the single key: keys-options.ts resolves it.
+  } else if (HMAC_ALGORITHMS.has(algorithm)) {
     if (!isKey(opts.secret) || Buffer.byteLength(opts.secret) < MIN_HMAC_SECRET_BYTES) {
       fail('auth.secret', `a secret of at least ${MIN_HMAC_SECRET_BYTES} bytes for ${algorithm}`)
     }
@@ -190,7 +196,8 @@ function resolveAuth (auth: unknown): ResolvedAuth {
     audience: optionalString(opts.audience, 'auth.audience'),
     clockToleranceSeconds,
     login,
-    lifecycle: resolveLifecycle(opts, login === false ? false : login.path)
+    lifecycle: resolveLifecycle(opts, login === false ? false : login.path),
+    keys: resolveKeys(opts, verifyKey === '' ? undefined : { algorithm, signKey, verifyKey }, login !== false)
   }
 }
 
