@@ -24,9 +24,16 @@ const ALGORITHMS = new Set<TokenAlgorithm>([...HMAC, ...ASYMMETRIC_ALGORITHMS])
 const DURATION = /^(\d+)\s*(s|m|h|d)$/
 const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
 // Key types each algorithm needs, so a PEM of the wrong kind fails at register, not at the first token.
+const RSA_TYPES = ['rsa']
 const KEY_TYPES: Record<AsymmetricAlgorithm, readonly string[]> = {
-  RS256: ['rsa'], RS384: ['rsa'], RS512: ['rsa'], PS256: ['rsa', 'rsa-pss'],
-  ES256: ['ec'], ES384: ['ec'], ES512: ['ec'], EdDSA: ['ed25519', 'ed448']
+  RS256: RSA_TYPES,
+  RS384: RSA_TYPES,
+  RS512: RSA_TYPES,
+  PS256: ['rsa', 'rsa-pss'],
+  ES256: ['ec'],
+  ES384: ['ec'],
+  ES512: ['ec'],
+  EdDSA: ['ed25519', 'ed448']
 }
 const KEY_OPTIONS = new Set(['kid', 'algorithm', 'secret', 'privateKey', 'publicKey'])
 const JWKS_OPTIONS = new Set(['url', 'issuer', 'audience', 'algorithms', 'cacheMaxAge', 'cooldown', 'timeout'])

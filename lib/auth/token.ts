@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
 import type {} from '@fastify/jwt'
-import { TokenExpiredError, TokenInvalidError, TokenMissingError, TokenRevokedError } from '../errors.js'
+import { TokenInvalidError, TokenMissingError, TokenRevokedError } from '../errors.js'
 import type { ResolvedAuth } from '../options.js'
 import type { GatehouseClaims } from '../types.js'
 import { fromStore, storeKeys } from './store.js'
