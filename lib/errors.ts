@@ -166,6 +166,12 @@ export const RefreshTokenInvalidError = createError<'FST_GATEHOUSE_REFRESH_TOKEN
   401
 )
 
+export const SessionEndedError = createError<'FST_GATEHOUSE_SESSION_ENDED'>(
+  'FST_GATEHOUSE_SESSION_ENDED',
+  'The session has ended; log in again',
+  401
+)
+
 export const RefreshTokenReusedError = createError<'FST_GATEHOUSE_REFRESH_TOKEN_REUSED'>(
   'FST_GATEHOUSE_REFRESH_TOKEN_REUSED',
   'The refresh token was already used; the session has been revoked',

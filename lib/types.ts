@@ -127,7 +127,21 @@ export interface RefreshOptions {
    * @example 0
    */
   reuseInterval?: number | string
+  /**
+   * Asked on every refresh with the session's claims: returns the claims for
+   * the next access token (a changed role takes effect now), or `null` to end
+   * the whole session with 401 (user deleted, locked). Without it a session
+   * keeps its login claims until `maxAge`.
+   * @example async (claims) => { const user = await db.user(claims.sub); return user?.active ? { sub: user.id, role: user.role } : null }
+   */
+  verify?: RefreshVerifier
 }
+
+/** `auth.refresh.verify`: fresh claims for a session, or `null` to end it. */
+export type RefreshVerifier = (
+  claims: GatehouseClaims,
+  request: FastifyRequest
+) => Promise<GatehouseClaims | null> | GatehouseClaims | null
 
 /** The logout route: `true` uses the defaults. */
 export interface LogoutOptions {
@@ -147,6 +161,76 @@ export interface LogoutOptions {
   revokeAccessToken?: boolean
 }
 
+/**
+ * One key of the gateway's own ring (`auth.keys`). HMAC keys take a
+ * `secret`; asymmetric keys a `publicKey` and, to sign, a `privateKey`.
+ *
+ * @example { kid: '2026-12', algorithm: 'ES256', privateKey: readFileSync('es256.key'), publicKey: readFileSync('es256.pub') }
+ */
+export interface KeyOptions {
+  /** The key id tokens carry in their header; an opaque string of at most 256 characters. */
+  kid: string
+  /** The one algorithm this key signs and verifies with. */
+  algorithm: TokenAlgorithm
+  /** Shared secret for HS* keys, at least 32 bytes, never a PEM. */
+  secret?: string | Buffer
+  /** PEM private key of an asymmetric key; required on the first key when `login` is on. */
+  privateKey?: string | Buffer
+  /** PEM public key of an asymmetric key. */
+  publicKey?: string | Buffer
+}
+
+/**
+ * An identity provider whose tokens the gateway accepts (verify only): its key
+ * set is fetched from `url`, or found through OpenID discovery of `issuer`.
+ *
+ * @example
+ * { issuer: 'https://sso.example.com/realms/erp', audience: 'erp-gateway' }
+ */
+export interface JwksOptions {
+  /**
+   * The provider's `iss`; tokens carrying it are verified by this key set and
+   * no other. Without `url`, `issuer + '/.well-known/openid-configuration'`
+   * gives the key set URL (`jwks_uri`).
+   * @example 'https://example.eu.auth0.com/'
+   */
+  issuer: string
+  /**
+   * `aud` the tokens must carry (one of them).
+   * @example ['erp-gateway', 'erp-api']
+   */
+  audience: string | string[]
+  /**
+   * The key set URL (`jwks_uri`). Default: from OpenID discovery of `issuer`.
+   * @example 'https://example.eu.auth0.com/.well-known/jwks.json'
+   */
+  url?: string
+  /**
+   * Algorithms accepted from this provider; each key is further pinned to its
+   * own `alg` (or what its `kty`/`crv` allows). HS* is refused. Default: every
+   * asymmetric algorithm.
+   * @example ['RS256']
+   */
+  algorithms?: AsymmetricAlgorithm[]
+  /**
+   * After this the key set is fetched again in the background; until that
+   * succeeds the cached keys keep working. Default `'10m'`.
+   * @example '1h'
+   */
+  cacheMaxAge?: number | string
+  /**
+   * Least time between two fetches of the key set, however many unknown `kid`s
+   * arrive. Default `'30s'`.
+   * @example '1m'
+   */
+  cooldown?: number | string
+  /**
+   * Milliseconds a fetch (discovery or key set) may take. Default 5000.
+   * @example 2000
+   */
+  timeout?: number
+}
+
 export interface AuthOptions {
   /**
    * Signing algorithm, pinned for verification too. Default `'HS256'`.
@@ -162,6 +246,25 @@ export interface AuthOptions {
   privateKey?: string | Buffer
   /** PEM public key for asymmetric algorithms. */
   publicKey?: string | Buffer
+  /**
+   * Several keys instead of `secret`/`publicKey`/`privateKey`/`algorithm`:
+   * the first signs (its `kid` goes in the token header), all verify, each
+   * token by the key its `kid` names. Retire a key by removing it.
+   * @example [{ kid: 'k2', algorithm: 'ES256', privateKey, publicKey }, { kid: 'k1', algorithm: 'ES256', publicKey: oldPublicKey }]
+   */
+  keys?: KeyOptions[]
+  /**
+   * Identity providers whose tokens are accepted too, each chosen by the
+   * token's `iss`. Verify only.
+   * @example { issuer: 'https://sso.example.com/realms/erp', audience: 'erp-gateway' }
+   */
+  jwks?: JwksOptions | JwksOptions[]
+  /**
+   * Publishes the public keys of `auth.keys` as a JWKS at this path (`true`:
+   * `'/.well-known/jwks.json'`). Default off.
+   * @example true
+   */
+  jwksRoute?: boolean | string
   /**
    * Token lifetime: seconds, or a string such as `'15m'`, `'1h'`. Default one hour.
    * @example '15m'

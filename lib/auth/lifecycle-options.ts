@@ -1,5 +1,5 @@
 import { duration, fail, integer, isObject, milliseconds, object, path } from '../options/validate.js'
-import type { AuthOptions, LoginOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from '../types.js'
+import type { AuthOptions, LoginOptions, LoginThrottleOptions, LogoutOptions, RefreshOptions, RefreshVerifier, ThrottleLimit } from '../types.js'
 import type { GatehouseStore } from '../types.js'
 
 /*
@@ -30,6 +30,8 @@ export interface ResolvedRefresh {
   readonly maxAgeSeconds: number
   /** Seconds after a rotation in which the same refresh token gets a fresh pair instead of revoking; 0: never. */
   readonly reuseIntervalSeconds: number
+  /** Asked for fresh claims on every refresh; `undefined`: the login claims stay until `maxAge`. */
+  readonly verify: RefreshVerifier | undefined
 }
 
 export interface ResolvedLogout {
@@ -102,7 +104,7 @@ function isStore (value: unknown): value is GatehouseStore {
  * `auth.store`; called by `resolveAuth` once `auth.login` is known.
  */
 export function resolveLifecycle (opts: AuthOptions, loginPath: string | false): ResolvedLifecycle {
-  const refreshOpts = section<RefreshOptions>(opts.refresh, 'auth.refresh', ['path', 'expiresIn', 'maxAge', 'reuseInterval'])
+  const refreshOpts = section<RefreshOptions>(opts.refresh, 'auth.refresh', ['path', 'expiresIn', 'maxAge', 'reuseInterval', 'verify'])
   const logoutOpts = section<LogoutOptions>(opts.logout ?? (refreshOpts === undefined ? undefined : true), 'auth.logout', ['path', 'revokeAccessToken'])
   if (loginPath === false && refreshOpts !== undefined) fail('auth.refresh', 'false when auth.login is false (refresh needs the login route)')
   if (loginPath === false && logoutOpts !== undefined) fail('auth.logout', 'false when auth.login is false (logout needs the login route)')
@@ -114,7 +116,16 @@ export function resolveLifecycle (opts: AuthOptions, loginPath: string | false):
     if (maxAgeSeconds < expiresInSeconds) fail('auth.refresh.maxAge', `a duration at least auth.refresh.expiresIn (${expiresInSeconds} s)`)
     const reuseIntervalSeconds = duration(refreshOpts.reuseInterval, 'auth.refresh.reuseInterval',
       DEFAULT_REFRESH_REUSE_INTERVAL_SECONDS, { min: 0, max: MAX_REFRESH_REUSE_INTERVAL_SECONDS })
-    refresh = { path: routePath(refreshOpts.path, 'auth.refresh.path', DEFAULT_REFRESH_PATH), expiresInSeconds, maxAgeSeconds, reuseIntervalSeconds }
+    if (refreshOpts.verify !== undefined && typeof refreshOpts.verify !== 'function') {
+      fail('auth.refresh.verify', 'a function (claims, request) => claims | null')
+    }
+    refresh = {
+      path: routePath(refreshOpts.path, 'auth.refresh.path', DEFAULT_REFRESH_PATH),
+      expiresInSeconds,
+      maxAgeSeconds,
+      reuseIntervalSeconds,
+      verify: refreshOpts.verify
+    }
   }
 
   let logout: ResolvedLogout | false = false

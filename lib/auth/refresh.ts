@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import { BadRequestError, RefreshTokenInvalidError, RefreshTokenReusedError } from '../errors.js'
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
+import { BadRequestError, RefreshTokenInvalidError, RefreshTokenReusedError, SessionEndedError } from '../errors.js'
 import type { ResolvedAuth } from '../options/resolved.js'
 import type { GatehouseClaims } from '../types.js'
 import type { ResolvedRefresh } from './lifecycle-options.js'
@@ -76,9 +76,11 @@ export class RefreshSessions {
    * and any later call, get a fresh pair of the same family while within
    * `reuseInterval` of that mark, and are reuse that revokes the family after it.
    */
-  async rotate (token: string, log: FastifyBaseLogger): Promise<IssuedRefreshToken> {
+  async rotate (token: string, log: FastifyBaseLogger, request?: FastifyRequest): Promise<IssuedRefreshToken> {
     const hash = digest(token)
     const record = await this.#live(token, hash)
+    // Asked before the token is spent: if the lookup fails, the client may retry with the same token.
+    const claims = await this.#fresh(record, log, request)
     const now = Date.now()
     // The mark holds the rotation time, so one atomic `add` both elects the
     // winner and tells the others how long ago it won.
@@ -95,7 +97,21 @@ export class RefreshSessions {
       }
       log.info({ family: record.family, sub: record.claims.sub }, 'gatehouse refresh token reused within reuseInterval: same session')
     }
-    return this.#issue(record.family, record.claims, record.familyExpiresAt)
+    return this.#issue(record.family, claims, record.familyExpiresAt)
+  }
+
+  /** The claims of the next tokens: the verifier's answer, or the login's without one. */
+  async #fresh (record: RefreshRecord, log: FastifyBaseLogger, request: FastifyRequest | undefined): Promise<GatehouseClaims> {
+    const verify = this.#options.verify
+    if (verify === undefined || request === undefined) return record.claims
+    const claims = await verify(record.claims, request)
+    if (claims === null) {
+      await this.revoke(record.family)
+      log.info({ family: record.family, sub: record.claims.sub }, 'gatehouse refresh refused by auth.refresh.verify: session ended')
+      throw new SessionEndedError()
+    }
+    if (typeof claims !== 'object' || Array.isArray(claims)) throw new TypeError('auth.refresh.verify must return claims (an object) or null')
+    return claims
   }
 
   /** The family of a live or rotated token, `undefined` for an unknown one. */
@@ -163,7 +179,7 @@ export function registerRefresh (scope: FastifyInstance, auth: ResolvedAuth, tok
       validatorCompiler: () => validateRefreshBody,
       bodyLimit: REFRESH_BODY_LIMIT
     }, async (request, reply) => {
-      const next = await sessions.rotate(request.body.refreshToken, request.log)
+      const next = await sessions.rotate(request.body.refreshToken, request.log, request)
       const token = tokens.sign(next.claims, next.family)
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
       return tokenResponse(auth, token, next.claims, next)

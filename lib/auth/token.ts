@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
-import fastifyJwt from '@fastify/jwt'
-import { TokenExpiredError, TokenInvalidError, TokenMissingError, TokenRevokedError } from '../errors.js'
+import type {} from '@fastify/jwt'
+import { TokenInvalidError, TokenMissingError, TokenRevokedError } from '../errors.js'
 import type { ResolvedAuth } from '../options/resolved.js'
 import type { GatehouseClaims } from '../types.js'
 import { fromStore, storeKeys } from './store.js'
 import type { GatehouseStore } from '../types.js'
+import { createKeyRing } from './keys.js'
+import type { Verified } from './keys.js'
 import { VerifiedTokens } from './verified.js'
 
 declare module '@fastify/jwt' {
@@ -28,7 +30,8 @@ export type RevocationCheck = (claims: GatehouseClaims) => Promise<boolean>
 export interface TokenService {
   /** Signs claims; `session` (the refresh family id) becomes the `sid` claim. */
   sign: (claims: GatehouseClaims, session?: string) => string
-  verify: (token: string) => GatehouseClaims
+  /** Synchronous, except for a provider token whose key set must be fetched first. */
+  verify: (token: string) => GatehouseClaims | Promise<GatehouseClaims>
   /**
    * The check of HTTP requests and `verifyToken`: the token was revoked by
    * logout, or its session ended. Present only with `revokeAccessToken`, so
@@ -61,9 +64,11 @@ export function tokenId (claims: GatehouseClaims): string | undefined {
  * checked). A `sid` that cannot be a store key was never issued by this
  * gateway and is refused.
  */
-function revocationCheck (store: GatehouseStore, jti: boolean, session: boolean): RevocationCheck | undefined {
+function revocationCheck (store: GatehouseStore, jti: boolean, session: boolean, external: WeakSet<GatehouseClaims>): RevocationCheck | undefined {
   if (!jti && !session) return undefined
   return async function revoked (claims) {
+    // A provider's token is the provider's to revoke; its `sid` names no session of ours.
+    if (external.has(claims)) return false
     const sid = session ? claims.sid : undefined
     if (sid !== undefined) {
       if (typeof sid !== 'string' || sid.length === 0 || sid.length > MAX_JTI_LENGTH) return true
@@ -82,40 +87,34 @@ export function checkedBySession (tokens: TokenService, claims: GatehouseClaims)
 }
 
 /**
- * Registers @fastify/jwt with the algorithm pinned, `exp` required and
- * issuer/audience checked, and returns sign/verify functions that throw only
- * gatehouse errors.
+ * Sets up the key ring (own keys, identity providers) with algorithms pinned
+ * per key, `exp` required and issuer/audience checked, and returns sign/verify
+ * functions that throw only gatehouse errors.
  */
 export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth, store?: GatehouseStore): Promise<TokenService> {
-  const secret = auth.algorithm.startsWith('HS')
-    ? auth.verifyKey
-    : auth.signKey === undefined ? { public: auth.verifyKey } : { private: auth.signKey, public: auth.verifyKey }
-  await scope.register(fastifyJwt, {
-    secret,
-    sign: {
-      algorithm: auth.algorithm,
-      // @fastify/jwt reads a number here as seconds.
-      expiresIn: auth.expiresInSeconds,
-      ...(auth.issuer === undefined ? {} : { iss: auth.issuer }),
-      ...(auth.audience === undefined ? {} : { aud: auth.audience })
-    },
-    verify: {
-      algorithms: [auth.algorithm],
-      // fast-jwt checks iss/aud only when present: require them when configured.
-      requiredClaims: ['exp', ...(auth.issuer === undefined ? [] : ['iss']), ...(auth.audience === undefined ? [] : ['aud'])],
-      clockTolerance: auth.clockToleranceSeconds * 1000,
-      ...(auth.issuer === undefined ? {} : { allowedIss: auth.issuer }),
-      ...(auth.audience === undefined ? {} : { allowedAud: auth.audience })
-    }
-  })
-  const jwt = scope.jwt
+  const ring = createKeyRing(auth, scope.log)
+  // The host may have @fastify/jwt (which adds `user`) registered around us.
+  if (!scope.hasRequestDecorator('user')) scope.decorateRequest('user', null as unknown as GatehouseClaims)
+  if (auth.keys.jwksRoute !== false) {
+    scope.get(auth.keys.jwksRoute, async (_request, reply) => {
+      // Caches may keep it a while: a new key is published before it signs (see the README).
+      reply.header('cache-control', 'public, max-age=300')
+      return { keys: ring.publicKeys() }
+    })
+  }
   const { refresh, logout } = auth.lifecycle
   const revokeAccessToken = logout !== false && logout.revokeAccessToken && store !== undefined
   // Only the gateway puts a sid in tokens, and only when refresh is on.
   const sessions = refresh !== false && store !== undefined
-  const revoked = store === undefined ? undefined : revocationCheck(store, revokeAccessToken, revokeAccessToken && sessions)
-  const upgradeRevoked = store === undefined ? undefined : revocationCheck(store, revokeAccessToken, sessions)
+  const external = new WeakSet<GatehouseClaims>()
+  const revoked = store === undefined ? undefined : revocationCheck(store, revokeAccessToken, revokeAccessToken && sessions, external)
+  const upgradeRevoked = store === undefined ? undefined : revocationCheck(store, revokeAccessToken, sessions, external)
   const verified = new VerifiedTokens(VERIFY_CACHE_SIZE)
+  function remember (token: string, result: Verified, now: number): GatehouseClaims {
+    const claims = verified.add(token, result.claims, now)
+    if (result.external) external.add(claims)
+    return claims
+  }
 
   return {
     sign (claims, session) {
@@ -127,19 +126,14 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
         if (session !== undefined) rest.sid = session
       }
       if (revokeAccessToken) rest.jti = randomBytes(JTI_BYTES).toString('base64url')
-      return jwt.sign(rest)
+      return ring.sign(rest)
     },
     verify (token) {
       const now = Date.now()
       const known = verified.get(token, now)
       if (known !== undefined) return known
-      let claims: GatehouseClaims
-      try {
-        claims = jwt.verify<GatehouseClaims>(token)
-      } catch (err) {
-        throw (err as { code?: unknown }).code === 'FAST_JWT_EXPIRED' ? new TokenExpiredError() : new TokenInvalidError()
-      }
-      return verified.add(token, claims, now)
+      const result = ring.verify(token)
+      return result instanceof Promise ? result.then((later) => remember(token, later, Date.now())) : remember(token, result, now)
     },
     ...(revoked === undefined ? {} : { revoked }),
     ...(upgradeRevoked === undefined ? {} : { upgradeRevoked }),
@@ -152,7 +146,7 @@ export async function registerTokens (scope: FastifyInstance, auth: ResolvedAuth
  * when access tokens can be revoked, the store. Throws a 401 gatehouse error.
  */
 export async function verifyAccessToken (tokens: TokenService, token: string): Promise<GatehouseClaims> {
-  const claims = tokens.verify(token)
+  const claims = await tokens.verify(token)
   if (tokens.revoked !== undefined && await tokens.revoked(claims)) throw new TokenRevokedError()
   return claims
 }
@@ -177,15 +171,23 @@ export function requireToken (
   check: (request: FastifyRequest) => RevocationCheck | undefined = () => tokens.revoked
 ): onRequestHookHandler {
   return function verifyBearerToken (request, _reply, done) {
-    let claims: GatehouseClaims
+    let result: GatehouseClaims | Promise<GatehouseClaims>
     try {
       const token = find(request)
       if (token === undefined) throw new TokenMissingError()
-      claims = tokens.verify(token)
+      result = tokens.verify(token)
     } catch (err) {
       done(err as Error)
       return
     }
+    if (result instanceof Promise) {
+      result.then((claims) => admit(request, claims, done), done)
+      return
+    }
+    admit(request, result, done)
+  }
+
+  function admit (request: FastifyRequest, claims: GatehouseClaims, done: (err?: Error) => void): void {
     const revoked = check(request)
     if (revoked === undefined) {
       request.user = claims

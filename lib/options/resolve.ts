@@ -3,6 +3,7 @@ import { Phase } from '../proxy/phase.js'
 import { DEFAULT_MAX_BUFFERED_BODY } from '../proxy/body.js'
 import { resolveWebSocket } from '../ws/options.js'
 import { lifecycleRoutes, resolveLifecycle } from '../auth/lifecycle-options.js'
+import { resolveKeys } from '../auth/keys-options.js'
 import { resolveRules } from '../auth/rules-options.js'
 import { resolveRewrite } from '../proxy/rewrite-options.js'
 import { resolveHeaderPolicy } from '../proxy/headers-options.js'
@@ -15,12 +16,12 @@ import type {
 } from '../types.js'
 import type { ResolvedAuth, ResolvedCredentials, ResolvedMiddleware, ResolvedOptions, ResolvedTarget } from './resolved.js'
 import {
-  duration, fail, headerName, headerValue, integer, isKey, isObject, knownKeys, milliseconds, object, optionalString, path
+  MIN_HMAC_SECRET_BYTES, duration, fail, headerName, headerValue, integer, isKey, isObject, knownKeys, milliseconds, object,
+  optionalString, path
 } from './validate.js'
 
 export const DEFAULT_LOGIN_PATH = '/login'
 export const DEFAULT_EXPIRES_IN_SECONDS = 3600
-export const MIN_HMAC_SECRET_BYTES = 32
 export const DEFAULT_TIMEOUTS = Object.freeze({ connect: 5_000, response: 30_000, idle: 60_000 })
 
 const HMAC_ALGORITHMS = new Set<TokenAlgorithm>(['HS256', 'HS384', 'HS512'])
@@ -32,7 +33,7 @@ const ALGORITHMS = new Set<TokenAlgorithm>([
 const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths']
 const AUTH_KEYS = [
   'algorithm', 'secret', 'privateKey', 'publicKey', 'expiresIn', 'issuer', 'audience', 'clockTolerance',
-  'login', 'refresh', 'logout', 'store'
+  'login', 'refresh', 'logout', 'store', 'keys', 'jwks', 'jwksRoute'
 ]
 const LOGIN_KEYS = ['path', 'verify', 'throttle', 'concurrency', 'queue']
 const TARGET_KEYS = [
@@ -61,8 +62,10 @@ function resolveAuth (auth: unknown): ResolvedAuth {
   }
 
   let signKey: string | Buffer | undefined
-  let verifyKey: string | Buffer
-  if (HMAC_ALGORITHMS.has(algorithm)) {
+  let verifyKey: string | Buffer = ''
+  if (opts.keys !== undefined || (opts.jwks !== undefined && opts.secret === undefined && opts.publicKey === undefined)) {
+    // auth.keys (or a provider alone) replaces the single key: keys-options.ts resolves it.
+  } else if (HMAC_ALGORITHMS.has(algorithm)) {
     if (!isKey(opts.secret) || Buffer.byteLength(opts.secret) < MIN_HMAC_SECRET_BYTES) {
       fail('auth.secret', `a secret of at least ${MIN_HMAC_SECRET_BYTES} bytes for ${algorithm}`)
     }
@@ -89,7 +92,8 @@ function resolveAuth (auth: unknown): ResolvedAuth {
     audience: optionalString(opts.audience, 'auth.audience'),
     clockToleranceSeconds,
     login,
-    lifecycle: resolveLifecycle(opts, login === false ? false : login.path)
+    lifecycle: resolveLifecycle(opts, login === false ? false : login.path),
+    keys: resolveKeys(opts, verifyKey === '' ? undefined : { algorithm, signKey, verifyKey }, login !== false)
   }
 }
 

@@ -1,4 +1,5 @@
 import type { FastifyCompressOptions } from '@fastify/compress'
+import type { ResolvedKeys } from '../auth/keys-options.js'
 import type { ResolvedLifecycle } from '../auth/lifecycle-options.js'
 import type { ResolvedRules } from '../auth/rules-options.js'
 import type { ResolvedCors } from '../cors/options.js'
@@ -27,6 +28,8 @@ export interface ResolvedAuth {
   readonly login: { readonly path: string, readonly verify: CredentialsVerifier } | false
   /** Refresh, logout, login throttling and their store. */
   readonly lifecycle: ResolvedLifecycle
+  /** Own key ring (the single-key form is a ring of one), identity providers, JWKS route. */
+  readonly keys: ResolvedKeys
 }
 
 export type ResolvedCredentials =

@@ -19,6 +19,9 @@ const DURATION_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 8640
 // What the path guard refuses in requests may not be part of a configured path either.
 const BAD_PATH = /[?#;\\\s]|\/\/|(^|\/)\.\.?(\/|$)|\.(\/|$)/
 
+/** The shortest HMAC secret accepted: 256 bits, as RFC 7518 3.2 requires for HS256. */
+export const MIN_HMAC_SECRET_BYTES = 32
+
 export function fail (option: string, expected: string): never {
   throw new InvalidOptionError(option, expected)
 }
