@@ -20,6 +20,8 @@ export { hashPassword, verifyPassword, isPasswordHash, staticUsers } from './aut
 export type { StaticUser, ScryptCost } from './auth/password.js'
 export { MemoryStore, storeKeys } from './auth/store.js'
 export type { GatehouseStore, MemoryStoreOptions } from './auth/store.js'
+export { redisStore, DEFAULT_REDIS_COMMAND_TIMEOUT } from './store/redis.js'
+export type { RedisStoreClient, RedisStoreOptions } from './store/redis.js'
 export type { LoginThrottleOptions, LogoutOptions, RefreshOptions, ThrottleLimit } from './types.js'
 export type { CorsOptions } from './types.js'
 export { gatehouseFrameworkErrors, gatehouseNotFound } from './error-handler.js'
