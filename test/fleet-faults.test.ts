@@ -2,8 +2,10 @@ import t from 'tap'
 import { once } from 'node:events'
 import type { Test } from 'tap'
 import { Redis } from 'ioredis'
-import type { GatehouseOptions } from '../lib/index.js'
-import { bearer, testUsers, tokenFor } from './helpers/app.js'
+import { MemoryStore, storeKeys } from '../lib/index.js'
+import type { GatehouseOptions, GatehouseStore } from '../lib/index.js'
+import { userKey } from '../lib/auth/throttle.js'
+import { bearer, buildApp, testUsers, tokenFor } from './helpers/app.js'
 import { get, instance, login, post } from './helpers/fleet.js'
 import type { Reply, Tokens } from './helpers/fleet.js'
 import { ready, redisSkip, silentServer, startRedis } from './helpers/redis.js'
@@ -135,4 +137,22 @@ t.test('a Redis that accepts connections and never answers: bounded 503s', async
   }
   t.equal(upstream.seen.length, 0)
   t.ok(silent.connections() > 0, 'the clients did reach the silent server')
+})
+
+t.test('a login whose counter reset fails still succeeds, the counter left as it was', async (t) => {
+  noStrayErrors(t)
+  const inner = new MemoryStore()
+  const store: GatehouseStore = {
+    get: (key) => inner.get(key),
+    set: (key, value, ttl) => inner.set(key, value, ttl),
+    add: (key, value, ttl) => inner.add(key, value, ttl),
+    // Only the reset after a success fails: the counting before the check works.
+    increment: (key, delta, ttl) => delta < 0 ? Promise.reject(new Error('store down')) : inner.increment(key, delta, ttl),
+    delete: () => Promise.reject(new Error('store down'))
+  }
+  const upstream = await upstreamFor(t)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }], auth: { store } })
+  const res = await app.inject({ method: 'POST', url: '/login', payload: { username: 'alice', password: 'alice-pw' } })
+  t.equal(res.statusCode, 200)
+  t.equal(await inner.get(storeKeys.attempts('user', userKey('alice'))), '1', 'the attempt stays counted: the strict side')
 })
