@@ -66,6 +66,8 @@ export function gatehouseErrorHandler (error: FastifyError, request: FastifyRequ
     const problem = code === 'FST_GATEHOUSE_TOKEN_MISSING' || code === 'FST_GATEHOUSE_BAD_CREDENTIALS' ? '' : ', error="invalid_token"'
     reply.header('www-authenticate', `Bearer realm="gatehouse"${problem}`)
   }
+  // The store is likely back within seconds (a failover, a restart): say when to retry.
+  if (code === 'FST_GATEHOUSE_STORE_UNAVAILABLE' && !reply.hasHeader('retry-after')) reply.header('retry-after', '1')
   const body: ErrorBody = { statusCode: status, code, error: STATUS_CODES[status] ?? 'Error', message }
   reply.code(status).header('cache-control', 'no-store').type('application/json; charset=utf-8').send(body)
 }

@@ -99,6 +99,14 @@ export interface LoginThrottleOptions {
   delayMs?: number
   /** Longest delay in milliseconds. Default 4000. */
   maxDelayMs?: number
+  /**
+   * When the store fails (Redis down or slow): `'closed'` answers the login
+   * with 503 `FST_GATEHOUSE_STORE_UNAVAILABLE` without checking the password;
+   * `'open'` checks it uncounted (Kong's `fault_tolerant`, `@fastify/rate-limit`'s
+   * `skipOnError`). Default `'closed'`.
+   * @example 'open'
+   */
+  onStoreError?: 'closed' | 'open'
 }
 
 /** Refresh tokens: `true` uses the defaults. */
@@ -296,7 +304,7 @@ export interface AuthOptions {
   /**
    * Where refresh tokens, revoked token ids and login counters live. Default:
    * an in-memory store per instance. Several instances need a shared one.
-   * @example new RedisGatehouseStore(redis)
+   * @example redisStore({ client: new Redis(process.env.REDIS_URL) })
    */
   store?: GatehouseStore
 }

@@ -308,6 +308,7 @@ t.test('lifecycle options are checked at register time', async (t) => {
     ['refresh on the login path', { refresh: { path: '/login' } }],
     ['a store without add', { refresh: true, store: { get: async () => undefined } as unknown as GatehouseStore }],
     ['a bad throttle', { login: { verify: async () => null, throttle: { user: { max: 0 } } } }],
+    ['a bad throttle onStoreError', { login: { verify: async () => null, throttle: { onStoreError: 'skip' as 'open' } } }],
     ['a target on the refresh path', { refresh: true }, [{ prefix: '/token/refresh', upstream: upstream.url }]]
   ]
   for (const [name, auth, targets] of cases) {

@@ -3,7 +3,8 @@ import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import gatehouse, { gatehouseFrameworkErrors, Phase } from 'fastify-gatehouse'
+import gatehouse, { gatehouseFrameworkErrors, Phase, redisStore } from 'fastify-gatehouse'
+import { Redis } from 'ioredis'
 import type { GatehouseContext, Middleware, Next, TargetOptions } from 'fastify-gatehouse'
 import { verifyShopUser } from './users.js'
 
@@ -24,6 +25,12 @@ export interface GatewayOptions {
   logger?: FastifyServerOptions['logger']
   /** Browser origins that may call the gateway (CORS). Default `DEFAULT_CORS_ORIGINS`. */
   corsOrigins?: string[]
+  /**
+   * Redis shared by every gateway instance (sessions, logouts, login
+   * throttling), e.g. `redis://127.0.0.1:6379`. Without it the state is in
+   * this process's memory: fine for one instance only.
+   */
+  redisUrl?: string
 }
 
 /**
@@ -81,6 +88,15 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
     requestTimeout: 60_000,
     frameworkErrors: gatehouseFrameworkErrors
   })
+  let store
+  if (opts.redisUrl !== undefined) {
+    const redis = new Redis(opts.redisUrl)
+    // ioredis reconnects by itself; while it cannot, the gateway answers 503 where it needs Redis.
+    redis.on('error', (err) => app.log.warn({ err: err.message }, 'redis connection error'))
+    // This app made the client, so it closes it, after the gateway has stopped using it.
+    app.addHook('onClose', async () => { redis.disconnect() })
+    store = redisStore({ client: redis })
+  }
   await app.register(gatehouse, {
     auth: {
       secret: opts.jwtSecret,
@@ -91,7 +107,9 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
       login: { verify: verifyShopUser(), throttle: { user: { max: 10 }, window: '15m' } },
       refresh: { expiresIn: '7d', maxAge: '30d' },
       // POST /logout ends the session: its refresh tokens and, at once, its access tokens.
-      logout: { revokeAccessToken: true }
+      logout: { revokeAccessToken: true },
+      // Several instances behind a load balancer share this state through Redis.
+      ...(store === undefined ? {} : { store })
     },
     targets: [
       {
@@ -139,6 +157,12 @@ export function corsOriginsFromEnv (): string[] {
   return value.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')
 }
 
+/** REDIS_URL, else `undefined` (the in-memory store: one instance only). */
+export function redisUrlFromEnv (): string | undefined {
+  const value = process.env.REDIS_URL
+  return value === undefined || value.trim() === '' ? undefined : value.trim()
+}
+
 /** Reads a TCP port from the environment, or the default. */
 export function portFromEnv (name: string, fallback: number): number {
   const value = process.env[name]
@@ -156,6 +180,7 @@ async function main (): Promise<void> {
     inventoryApiKey: process.env.INVENTORY_API_KEY ?? DEFAULT_INVENTORY_API_KEY,
     jwtSecret: jwtSecretFromEnv(),
     corsOrigins: corsOriginsFromEnv(),
+    redisUrl: redisUrlFromEnv(),
     logger: { level: 'info' }
   })
   await gateway.listen({ host: '127.0.0.1', port: portFromEnv('PORT', 8080) })

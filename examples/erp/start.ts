@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import {
-  buildGateway, corsOriginsFromEnv, DEFAULT_INVENTORY_API_KEY, DEFAULT_TRANSACTIONS_API_KEY, jwtSecretFromEnv, portFromEnv
+  buildGateway, corsOriginsFromEnv, DEFAULT_INVENTORY_API_KEY, DEFAULT_TRANSACTIONS_API_KEY, jwtSecretFromEnv, portFromEnv, redisUrlFromEnv
 } from './gateway.js'
 import { buildInventoryService } from './inventory-service.js'
 import { buildTransactionsService } from './transactions-service.js'
@@ -33,7 +33,7 @@ async function main (): Promise<void> {
     const inventoryUrl = await inventory.listen({ host: HOST, port: portFromEnv('INVENTORY_PORT', 8002) })
 
     const gateway = await buildGateway({
-      transactionsUrl, inventoryUrl, transactionsApiKey, inventoryApiKey, jwtSecret: jwtSecretFromEnv(), corsOrigins: corsOriginsFromEnv(), logger: { level: 'info' }
+      transactionsUrl, inventoryUrl, transactionsApiKey, inventoryApiKey, jwtSecret: jwtSecretFromEnv(), corsOrigins: corsOriginsFromEnv(), redisUrl: redisUrlFromEnv(), logger: { level: 'info' }
     })
     servers.push(gateway)
     const gatewayUrl = await gateway.listen({ host: HOST, port: portFromEnv('PORT', 8080) })

@@ -45,6 +45,8 @@ export interface ResolvedThrottle {
   readonly address: Readonly<Required<ThrottleLimit>>
   readonly delayMs: number
   readonly maxDelayMs: number
+  /** What a login gets when the store fails: 503 (`closed`) or an uncounted check (`open`). */
+  readonly onStoreError: 'closed' | 'open'
 }
 
 /** Bounds on concurrent credential checks at the login route. */
@@ -81,9 +83,15 @@ function resolveLimit (value: unknown, option: string, fallback: Required<Thrott
   return { max, delayAfter }
 }
 
+function storeErrorPolicy (value: unknown): 'closed' | 'open' {
+  if (value === undefined) return 'closed'
+  if (value !== 'closed' && value !== 'open') fail('auth.login.throttle.onStoreError', '"closed" or "open"')
+  return value
+}
+
 function resolveThrottle (value: unknown): ResolvedThrottle | false {
   // On unless turned off: a gateway is safe by default.
-  const opts = section<LoginThrottleOptions>(value ?? true, 'auth.login.throttle', ['user', 'address', 'window', 'delayMs', 'maxDelayMs'])
+  const opts = section<LoginThrottleOptions>(value ?? true, 'auth.login.throttle', ['user', 'address', 'window', 'delayMs', 'maxDelayMs', 'onStoreError'])
   if (opts === undefined) return false
   const delayMs = milliseconds(opts.delayMs, 'auth.login.throttle.delayMs', DEFAULT_THROTTLE.delayMs, 0)
   return {
@@ -91,7 +99,8 @@ function resolveThrottle (value: unknown): ResolvedThrottle | false {
     user: resolveLimit(opts.user, 'auth.login.throttle.user', DEFAULT_THROTTLE.user),
     address: resolveLimit(opts.address, 'auth.login.throttle.address', DEFAULT_THROTTLE.address),
     delayMs,
-    maxDelayMs: milliseconds(opts.maxDelayMs, 'auth.login.throttle.maxDelayMs', Math.max(DEFAULT_THROTTLE.maxDelayMs, delayMs), delayMs)
+    maxDelayMs: milliseconds(opts.maxDelayMs, 'auth.login.throttle.maxDelayMs', Math.max(DEFAULT_THROTTLE.maxDelayMs, delayMs), delayMs),
+    onStoreError: storeErrorPolicy(opts.onStoreError)
   }
 }
 

@@ -252,6 +252,8 @@ export async function fromStore<T> (call: Promise<T>): Promise<T> {
   try {
     return await call
   } catch (err) {
+    // A store may already say so itself (the Redis store does, with the reason as cause).
+    if (err instanceof StoreUnavailableError) throw err
     throw new StoreUnavailableError({ cause: err })
   }
 }

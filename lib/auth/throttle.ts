@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { isIPv6 } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { TooManyAttemptsError } from '../errors.js'
+import { StoreUnavailableError, TooManyAttemptsError } from '../errors.js'
 import type { ResolvedThrottle } from './lifecycle-options.js'
 import { fromStore, storeKeys } from './store.js'
 import type { GatehouseStore } from '../types.js'
@@ -61,6 +61,16 @@ export class LoginThrottle {
    * otherwise waits the delay the counts call for.
    */
   async attempt (username: string, request: FastifyRequest, reply: FastifyReply): Promise<ThrottledAttempt> {
+    try {
+      return await this.#count(username, request, reply)
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError) || this.#options.onStoreError === 'closed') throw err
+      request.log.warn({ err }, 'gatehouse login throttle skipped: store unavailable (onStoreError: open)')
+      return { succeeded: async () => {} }
+    }
+  }
+
+  async #count (username: string, request: FastifyRequest, reply: FastifyReply): Promise<ThrottledAttempt> {
     const keys: Array<[Kind, string]> = [['user', userKey(username)], ['address', addressKey(request.ip)]]
     const windowMs = this.#options.windowSeconds * 1000
 
@@ -91,10 +101,15 @@ export class LoginThrottle {
     const [user, address] = keys as [[Kind, string], [Kind, string]]
     return {
       succeeded: async () => {
-        await Promise.all([
-          fromStore(this.#store.delete(storeKeys.attempts(...user))),
-          fromStore(this.#store.increment(storeKeys.attempts(...address), -1, windowMs))
-        ])
+        try {
+          await Promise.all([
+            fromStore(this.#store.delete(storeKeys.attempts(...user))),
+            fromStore(this.#store.increment(storeKeys.attempts(...address), -1, windowMs))
+          ])
+        } catch (err) {
+          // The password was right: a counter left too high only errs on the strict side.
+          request.log.warn({ err }, 'gatehouse login throttle: could not take back a successful attempt')
+        }
       }
     }
   }
