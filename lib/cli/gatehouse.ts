@@ -70,8 +70,8 @@ async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
   })
 }
 
-/** The command; resolves the exit code. */
-export async function main (args: string[], io: CliIo): Promise<number> {
+/** The command; resolves the exit code. `env` is where `${NAME}` in the file is read. */
+export async function main (args: string[], io: CliIo, env: Record<string, string | undefined> = process.env): Promise<number> {
   const [command, ...rest] = args
   if (command === 'hash-password') return await hashPasswordMain(rest, io)
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
@@ -100,7 +100,7 @@ export async function main (args: string[], io: CliIo): Promise<number> {
   }
   let config: GatewayConfig
   try {
-    config = await loadConfig(file)
+    config = await loadConfig(file, env)
   } catch (err) {
     io.errors.write(`gatehouse ${command}: ${err instanceof Error ? err.message : String(err)}\n`)
     return 1
