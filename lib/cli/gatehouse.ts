@@ -1,12 +1,14 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster'
 import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import Fastify from 'fastify'
+import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import gatehouse, { gatehouseFrameworkErrors, gatehouseNotFound } from '../index.js'
 import { loadConfig } from './config.js'
-import type { GatewayConfig } from './config.js'
+import type { CliSettings, GatewayConfig } from './config.js'
+import { checkWorkers, reportListening, runPrimary, workerCount } from './workers.js'
 import { main as hashPasswordMain } from './hash-password.js'
 import type { CliIo } from './hash-password.js'
 
@@ -24,6 +26,8 @@ Commands:
 
 Options:
   -c, --config FILE      the gateway config file
+  -w, --workers N|auto   serve: N worker processes on one port (auto: one per CPU);
+                         overrides \`workers\` in the file
   -h, --help             show this help and exit
 
 Secrets come from the environment: \${NAME} in the file reads NAME, or the
@@ -35,7 +39,7 @@ export async function buildServer (config: GatewayConfig): Promise<FastifyInstan
   const { settings, options } = config
   const app = Fastify({
     logger: settings.logging.level === 'silent' ? false : { level: settings.logging.level },
-    disableRequestLogging: !settings.logging.requests,
+    logController: new LogController({ disableRequestLogging: !settings.logging.requests }),
     // Fastify takes a number of hops too (proxy-addr); only its types leave numbers out.
     trustProxy: settings.server.trustProxy as boolean | string | string[],
     requestTimeout: settings.server.requestTimeout,
@@ -54,19 +58,26 @@ async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
   const app = await buildServer(config)
   const address = await app.listen({ host: config.settings.listen.host, port: config.settings.listen.port })
   // One plain line, whatever the log level: scripts and tests read the bound port from it.
-  io.output.write(`gatehouse listening on ${address}\n`)
+  if (cluster.isPrimary) io.output.write(`gatehouse listening on ${address}\n`)
+  else reportListening(address)
   return await new Promise<number>((resolve) => {
+    let stopping = false
+    // Listeners stay: a second signal (Ctrl-C reaches a whole process group) must not kill a drain.
     const stop = (): void => {
-      process.removeListener('SIGTERM', stop)
-      process.removeListener('SIGINT', stop)
+      if (stopping) return
+      stopping = true
       // The plugin's graceful shutdown drains proxied requests within shutdown.drainTimeout.
       app.close().then(() => resolve(0), (err: unknown) => {
         io.errors.write(`gatehouse: close failed: ${err instanceof Error ? err.message : String(err)}\n`)
         resolve(1)
       })
     }
-    process.once('SIGTERM', stop)
-    process.once('SIGINT', stop)
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+    // SIGHUP would end the process; reloads are the primary's job (with --workers).
+    process.on('SIGHUP', () => {
+      if (cluster.isPrimary) app.log.warn('SIGHUP ignored: reloading the config needs --workers (the primary replaces workers one by one)')
+    })
   })
 }
 
@@ -83,13 +94,22 @@ export async function main (args: string[], io: CliIo, env: Record<string, strin
     return 2
   }
   let file: string | undefined
+  let workers: CliSettings['workers'] | undefined
   try {
-    const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, strict: true })
+    const { values } = parseArgs({
+      args: rest,
+      options: { config: { type: 'string', short: 'c' }, workers: { type: 'string', short: 'w' }, help: { type: 'boolean', short: 'h' } },
+      strict: true
+    })
     if (values.help === true) {
       io.output.write(USAGE)
       return 0
     }
     file = values.config
+    if (values.workers !== undefined) {
+      if (values.workers !== 'auto' && !/^[1-9]\d{0,3}$/.test(values.workers)) throw new TypeError(`--workers takes a number from 1 to 9999 or "auto", not "${values.workers}"`)
+      workers = values.workers === 'auto' ? 'auto' : Number(values.workers)
+    }
   } catch (err) {
     io.errors.write(`gatehouse ${command}: ${(err as Error).message}\n\n${USAGE}`)
     return 2
@@ -99,8 +119,11 @@ export async function main (args: string[], io: CliIo, env: Record<string, strin
     return 2
   }
   let config: GatewayConfig
+  let count: number
   try {
     config = await loadConfig(file, env)
+    count = workerCount(workers ?? config.settings.workers)
+    checkWorkers(config, count)
   } catch (err) {
     io.errors.write(`gatehouse ${command}: ${err instanceof Error ? err.message : String(err)}\n`)
     return 1
@@ -110,7 +133,11 @@ export async function main (args: string[], io: CliIo, env: Record<string, strin
     io.output.write(`${file}: ok (${targets} target${targets === 1 ? '' : 's'}, listen ${config.settings.listen.host}:${config.settings.listen.port})\n`)
     return 0
   }
-  return await serve(config, io)
+  if (count > 1 && cluster.isPrimary) return await runPrimary(config, count, io, env)
+  const code = await serve(config, io)
+  // A worker's IPC channel would keep it alive after its server closed.
+  if (!cluster.isPrimary) process.exit(code)
+  return code
 }
 
 const entry = process.argv[1]

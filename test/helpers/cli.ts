@@ -70,6 +70,6 @@ export function runCli (t: Test, args: string[], env: Record<string, string | un
 /** Runs `gatehouse serve --config FILE` and resolves once it listens, with its base URL. */
 export async function serveCli (t: Test, file: string, env: Record<string, string | undefined> = {}, extra: string[] = []): Promise<CliProcess & { url: string }> {
   const cli = runCli(t, ['serve', '--config', file, ...extra], env)
-  const match = await cli.waitForOutput(/^gatehouse listening on (http:\/\/\S+)$/m)
+  const match = await cli.waitForOutput(/^gatehouse listening on (http:\/\/\S+)/m)
   return { ...cli, url: match[1] as string }
 }
