@@ -19,7 +19,7 @@ import { waitFor } from './helpers/wait.js'
  * an explicit per-worker opt-in.
  */
 
-t.setTimeout(180_000)
+t.setTimeout(300_000)
 
 const SECRET = 'a-workers-test-secret-of-32-bytes-or-more'
 
@@ -73,7 +73,7 @@ t.test('two workers serve one port; a killed worker is replaced (with a log line
   const died = await cli.waitForOutput(/\{[^\n]*"msg":"worker died; replacing it"[^\n]*\}/)
   t.match(JSON.parse(died[0]), { level: 40, worker: first, signal: 'SIGKILL', delayMs: 100 })
   for (let i = 0; i < 5; i++) t.same(await get(cli.url), { status: 200, body: 'A' }, 'the other worker serves')
-  const pids = await waitFor(() => workerPids(cli).length === 3 && workerPids(cli), { message: 'a replacement worker', timeout: 20_000 })
+  const pids = await waitFor(() => workerPids(cli).length === 3 && workerPids(cli), { message: 'a replacement worker', timeout: 60_000 })
   t.notOk([first, second].includes(pids[2]), 'the replacement is a new process')
   t.same(await get(cli.url), { status: 200, body: 'A' })
 })

@@ -70,6 +70,7 @@ export function runCli (t: Test, args: string[], env: Record<string, string | un
 /** Runs `gatehouse serve --config FILE` and resolves once it listens, with its base URL. */
 export async function serveCli (t: Test, file: string, env: Record<string, string | undefined> = {}, extra: string[] = []): Promise<CliProcess & { url: string }> {
   const cli = runCli(t, ['serve', '--config', file, ...extra], env)
-  const match = await cli.waitForOutput(/^gatehouse listening on (http:\/\/\S+)/m)
+  // Several processes each loading TypeScript through tsx: slow when the whole suite shares 2 cores.
+  const match = await cli.waitForOutput(/^gatehouse listening on (http:\/\/\S+)/m, { timeout: 60_000 })
   return { ...cli, url: match[1] as string }
 }
