@@ -61,6 +61,26 @@ npm install --prefer-offline --no-audit --no-fund --loglevel=error "$work/$tarba
 npx --no-install tsc -p tsconfig.json
 node out/host.js
 
+# The packed bins: `gatehouse check` validates a config file (secrets from the
+# environment, users from a file) and refuses a typo; the old bin still runs.
+cat > users.yaml <<'YAML'
+ann: { passwordHash: 'scrypt$16384$8$1$LOTX9uEWZDy0uA0zm1Y_xA$emdYVJMSbMNKG4bQVSJWVngmK6-KiftSabkhfRQzhcA' }
+YAML
+cat > gateway.yaml <<'YAML'
+listen: { port: 0 }
+auth: { secret: '${SMOKE_JWT_SECRET}', login: { users: ./users.yaml } }
+targets:
+  - { prefix: /svc, upstream: 'http://127.0.0.1:9', credentials: { header: x-api-key, value: '${SMOKE_API_KEY}' } }
+YAML
+SMOKE_JWT_SECRET=a-smoke-secret-of-at-least-32-bytes SMOKE_API_KEY=k npx --no-install gatehouse check --config gateway.yaml
+sed 's/prefix:/prefx:/' gateway.yaml > typo.yaml
+if SMOKE_JWT_SECRET=a-smoke-secret-of-at-least-32-bytes SMOKE_API_KEY=k npx --no-install gatehouse check --config typo.yaml 2>/dev/null; then
+  echo 'pack smoke failed: gatehouse check accepted a config with a typo' >&2
+  exit 1
+fi
+npx --no-install gatehouse-hash-password --help >/dev/null
+echo 'pack smoke: gatehouse check validated a config file; gatehouse-hash-password runs'
+
 # An options error thrown inside the package: with source maps on, every frame
 # in the package must name a file that the installed package contains.
 cat > stack.mjs <<'JS'

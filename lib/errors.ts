@@ -23,6 +23,13 @@ export const InvalidMiddlewareError = createError<'FST_GATEHOUSE_INVALID_MIDDLEW
   TypeError
 )
 
+// The `gatehouse` command (lib/cli): a config file it cannot read or parse
+export const ConfigFileError = createError<'FST_GATEHOUSE_CONFIG_FILE', [string, string]>(
+  'FST_GATEHOUSE_CONFIG_FILE',
+  'Cannot load config file %s: %s',
+  500
+)
+
 // Caller errors (4xx)
 export const BadRequestError = createError<'FST_GATEHOUSE_BAD_REQUEST', [string?]>(
   'FST_GATEHOUSE_BAD_REQUEST',

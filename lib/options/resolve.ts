@@ -30,7 +30,7 @@ const ALGORITHMS = new Set<TokenAlgorithm>([
 ])
 
 // The keys of each option object (see `object` in validate.ts: others fail with a hint).
-const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths']
+export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths']
 const AUTH_KEYS = [
   'algorithm', 'secret', 'privateKey', 'publicKey', 'expiresIn', 'issuer', 'audience', 'clockTolerance',
   'login', 'refresh', 'logout', 'store', 'keys', 'jwks', 'jwksRoute'

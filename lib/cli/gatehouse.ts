@@ -1,0 +1,153 @@
+#!/usr/bin/env node
+import cluster from 'node:cluster'
+import { realpathSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import Fastify, { LogController } from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import gatehouse, { gatehouseFrameworkErrors, gatehouseNotFound } from '../index.js'
+import { loadConfig } from './config.js'
+import type { CliSettings, GatewayConfig } from './config.js'
+import { checkWorkers, reportListening, runPrimary, workerCount } from './workers.js'
+import { main as hashPasswordMain } from './hash-password.js'
+import type { CliIo } from './hash-password.js'
+
+/*
+ * `gatehouse serve | check | hash-password`: the gateway run from a config
+ * file, without writing code.
+ */
+
+export const USAGE = `Usage: gatehouse <command> [options]
+
+Commands:
+  serve --config FILE    run the gateway described by FILE (YAML or JSON)
+  check --config FILE    validate FILE without serving; exit 1 on an error
+  hash-password          print a scrypt hash of a password read from standard input
+
+Options:
+  -c, --config FILE      the gateway config file
+  -w, --workers N|auto   serve: N worker processes on one port (auto: one per CPU);
+                         overrides \`workers\` in the file
+  -h, --help             show this help and exit
+
+Secrets come from the environment: \${NAME} in the file reads NAME, or the
+file named by NAME_FILE. See the README's "Deploying" section.
+`
+
+/** A Fastify server with the gateway of `config` registered, not listening yet. */
+export async function buildServer (config: GatewayConfig): Promise<FastifyInstance> {
+  const { settings, options } = config
+  const app = Fastify({
+    logger: settings.logging.level === 'silent' ? false : { level: settings.logging.level },
+    logController: new LogController({ disableRequestLogging: !settings.logging.requests }),
+    // Fastify takes a number of hops too (proxy-addr); only its types leave numbers out.
+    trustProxy: settings.server.trustProxy as boolean | string | string[],
+    requestTimeout: settings.server.requestTimeout,
+    ...(settings.server.bodyLimit === undefined ? {} : { bodyLimit: settings.server.bodyLimit }),
+    ...(settings.server.keepAliveTimeout === undefined ? {} : { keepAliveTimeout: settings.server.keepAliveTimeout }),
+    frameworkErrors: gatehouseFrameworkErrors
+  })
+  await app.register(gatehouse, options)
+  // The whole server is the gateway's: unknown paths get its error shape too.
+  app.setNotFoundHandler(gatehouseNotFound)
+  return app
+}
+
+/** Starts the gateway; resolves once listening, with its address. Closes on SIGTERM or SIGINT. */
+async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
+  const app = await buildServer(config)
+  const address = await app.listen({ host: config.settings.listen.host, port: config.settings.listen.port })
+  // One plain line, whatever the log level: scripts and tests read the bound port from it.
+  if (cluster.isPrimary) io.output.write(`gatehouse listening on ${address}\n`)
+  else reportListening(address)
+  return await new Promise<number>((resolve) => {
+    let stopping = false
+    // Listeners stay: a second signal (Ctrl-C reaches a whole process group) must not kill a drain.
+    const stop = (): void => {
+      if (stopping) return
+      stopping = true
+      // The plugin's graceful shutdown drains proxied requests within shutdown.drainTimeout.
+      app.close().then(() => resolve(0), (err: unknown) => {
+        io.errors.write(`gatehouse: close failed: ${err instanceof Error ? err.message : String(err)}\n`)
+        resolve(1)
+      })
+    }
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+    // SIGHUP would end the process; reloads are the primary's job (with --workers).
+    process.on('SIGHUP', () => {
+      if (cluster.isPrimary) app.log.warn('SIGHUP ignored: reloading the config needs --workers (the primary replaces workers one by one)')
+    })
+  })
+}
+
+/** The command; resolves the exit code. `env` is where `${NAME}` in the file is read. */
+export async function main (args: string[], io: CliIo, env: Record<string, string | undefined> = process.env): Promise<number> {
+  const [command, ...rest] = args
+  if (command === 'hash-password') return await hashPasswordMain(rest, io)
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    io.output.write(USAGE)
+    return command === undefined ? 2 : 0
+  }
+  if (command !== 'serve' && command !== 'check') {
+    io.errors.write(`gatehouse: unknown command ${command}\n\n${USAGE}`)
+    return 2
+  }
+  let file: string | undefined
+  let workers: CliSettings['workers'] | undefined
+  try {
+    const { values } = parseArgs({
+      args: rest,
+      options: { config: { type: 'string', short: 'c' }, workers: { type: 'string', short: 'w' }, help: { type: 'boolean', short: 'h' } },
+      strict: true
+    })
+    if (values.help === true) {
+      io.output.write(USAGE)
+      return 0
+    }
+    file = values.config
+    if (values.workers !== undefined) {
+      if (values.workers !== 'auto' && !/^[1-9]\d{0,3}$/.test(values.workers)) throw new TypeError(`--workers takes a number from 1 to 9999 or "auto", not "${values.workers}"`)
+      workers = values.workers === 'auto' ? 'auto' : Number(values.workers)
+    }
+  } catch (err) {
+    io.errors.write(`gatehouse ${command}: ${(err as Error).message}\n\n${USAGE}`)
+    return 2
+  }
+  if (file === undefined) {
+    io.errors.write(`gatehouse ${command}: --config FILE is required\n\n${USAGE}`)
+    return 2
+  }
+  let config: GatewayConfig
+  let count: number
+  try {
+    config = await loadConfig(file, env)
+    count = workerCount(workers ?? config.settings.workers)
+    checkWorkers(config, count)
+  } catch (err) {
+    io.errors.write(`gatehouse ${command}: ${err instanceof Error ? err.message : String(err)}\n`)
+    return 1
+  }
+  if (command === 'check') {
+    const targets = config.options.targets.length
+    io.output.write(`${file}: ok (${targets} target${targets === 1 ? '' : 's'}, listen ${config.settings.listen.host}:${config.settings.listen.port})\n`)
+    return 0
+  }
+  if (count > 1 && cluster.isPrimary) return await runPrimary(config, count, io, env)
+  const code = await serve(config, io)
+  // A worker's IPC channel would keep it alive after its server closed.
+  if (!cluster.isPrimary) process.exit(code)
+  return code
+}
+
+const entry = process.argv[1]
+/* c8 ignore start -- the process entry point; tests spawn the file */
+if (entry !== undefined && import.meta.url === pathToFileURL(realpathSync(entry)).href) {
+  main(process.argv.slice(2), { input: process.stdin, output: process.stdout, errors: process.stderr }).then((code) => {
+    process.exitCode = code
+  }, (err: unknown) => {
+    process.stderr.write(`gatehouse: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exitCode = 1
+  })
+}
+/* c8 ignore stop */
