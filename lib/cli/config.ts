@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname, extname, isAbsolute, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parse as parseYaml } from 'yaml'
-import * as gatehouseExports from '../index.js'
+import { redisStore } from '../store/redis.js'
 import { isPasswordHash, staticUsers } from '../auth/password.js'
 import type { StaticUser } from '../auth/password.js'
 import { ConfigFileError } from '../errors.js'
@@ -55,6 +55,14 @@ export interface GatewayConfig {
   readonly settings: CliSettings
   /** The plugin's options, functions and modules loaded, already validated by the plugin's resolver. */
   readonly options: GatehouseOptions
+  /** The Redis client of `auth.store.redis`, not yet connected: `serve` connects it and disconnects it on close. */
+  readonly redis?: RedisConnection
+}
+
+/** What the command does with the Redis client it made. */
+export interface RedisConnection {
+  connect: () => Promise<void>
+  disconnect: () => void
 }
 
 type Env = Record<string, string | undefined>
@@ -77,10 +85,10 @@ export async function loadConfig (file: string, env: Env = process.env): Promise
     const top = interpolate(parsed, '', env) as Record<string, unknown>
     knownKeys(top, '', [...CLI_KEYS, ...OPTION_KEYS])
     const dir = dirname(resolvePath(file))
-    const { store, options } = await pluginOptions(top, dir)
+    const { store, options, redis } = await pluginOptions(top, dir)
     const settings = resolveSettings(top, store)
     resolveOptions(options)
-    return { file, settings, options }
+    return { file, settings, options, ...(redis === undefined ? {} : { redis }) }
   } catch (err) {
     if (typeof (err as { code?: unknown }).code === 'string' && String((err as { code: string }).code).startsWith('FST_GATEHOUSE_')) {
       (err as Error).message = `${file}: ${(err as Error).message}`
@@ -163,15 +171,17 @@ function resolveSettings (top: Record<string, unknown>, store: CliSettings['stor
 }
 
 /** The plugin's options from the file: users, store and module references turned into what the plugin takes. */
-async function pluginOptions (top: Record<string, unknown>, dir: string): Promise<{ store: CliSettings['store'], options: GatehouseOptions }> {
+async function pluginOptions (top: Record<string, unknown>, dir: string): Promise<{ store: CliSettings['store'], options: GatehouseOptions, redis?: RedisConnection }> {
   const options: Record<string, unknown> = {}
   for (const key of OPTION_KEYS) if (top[key] !== undefined) options[key] = top[key]
   let store: CliSettings['store'] = 'memory'
+  let redis: RedisConnection | undefined
   if (isObject(top.auth)) {
     const auth: Record<string, unknown> = { ...top.auth }
     if (isObject(auth.login)) auth.login = await login(auth.login, dir)
     const chosen = await storeFrom(auth.store)
     store = chosen.kind
+    redis = chosen.redis
     if (chosen.store === undefined) delete auth.store
     else auth.store = chosen.store
     options.auth = auth
@@ -179,7 +189,7 @@ async function pluginOptions (top: Record<string, unknown>, dir: string): Promis
   if (Array.isArray(top.targets)) {
     options.targets = await Promise.all(top.targets.map((target: unknown, index) => targetFrom(target, `targets[${index}]`, dir)))
   }
-  return { store, options: options as unknown as GatehouseOptions }
+  return { store, options: options as unknown as GatehouseOptions, ...(redis === undefined ? {} : { redis }) }
 }
 
 async function login (value: Record<string, unknown>, dir: string): Promise<Record<string, unknown>> {
@@ -221,7 +231,7 @@ async function userTable (value: unknown, at: string, dir: string): Promise<Reco
   return table as Record<string, StaticUser>
 }
 
-async function storeFrom (value: unknown): Promise<{ kind: CliSettings['store'], store?: GatehouseStore }> {
+async function storeFrom (value: unknown): Promise<{ kind: CliSettings['store'], store?: GatehouseStore, redis?: RedisConnection }> {
   if (value === undefined || value === 'memory') return { kind: 'memory' }
   const shape = '"memory", { memory: { perWorker: true } } or { redis: { url } }'
   if (!isObject(value)) fail('auth.store', shape)
@@ -234,10 +244,16 @@ async function storeFrom (value: unknown): Promise<{ kind: CliSettings['store'],
   const redis = object(value.redis, 'auth.store.redis', ['url'])
   const url = optionalString(redis.url, 'auth.store.redis.url')
   if (url === undefined || !/^rediss?:\/\//.test(url)) fail('auth.store.redis.url', 'a redis:// or rediss:// URL')
-  // Looked up at run time: the Redis store ships separately from this command.
-  const factory = (gatehouseExports as Record<string, unknown>).redisStore
-  if (typeof factory !== 'function') fail('auth.store.redis', 'a store this version provides: the Redis store is not available yet, use "memory"')
-  return { kind: 'redis', store: await (factory as (opts: { url: string }) => GatehouseStore | Promise<GatehouseStore>)({ url }) }
+  // ioredis is an optional peer dependency: only a Redis config needs it.
+  let Redis: typeof import('ioredis').Redis
+  try {
+    ({ Redis } = await import('ioredis'))
+  } catch {
+    fail('auth.store.redis', 'ioredis installed beside fastify-gatehouse (npm install ioredis)')
+  }
+  // Connected by `serve` only, so `check` never opens a connection.
+  const client = new Redis(url, { lazyConnect: true })
+  return { kind: 'redis', store: redisStore({ client }), redis: client }
 }
 
 /** A target with its module references (`authorize`, `credentials`, `onUpstreamError`, `middleware`) loaded. */

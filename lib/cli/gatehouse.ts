@@ -47,6 +47,13 @@ export async function buildServer (config: GatewayConfig): Promise<FastifyInstan
     ...(settings.server.keepAliveTimeout === undefined ? {} : { keepAliveTimeout: settings.server.keepAliveTimeout }),
     frameworkErrors: gatehouseFrameworkErrors
   })
+  const redis = config.redis
+  if (redis !== undefined) {
+    // ioredis keeps retrying a first connection that fails; the store answers 503 meanwhile.
+    redis.connect().catch(() => {})
+    // disconnect, not quit: quit waits for a Redis that may be gone.
+    app.addHook('onClose', async () => redis.disconnect())
+  }
   await app.register(gatehouse, options)
   // The whole server is the gateway's: unknown paths get its error shape too.
   app.setNotFoundHandler(gatehouseNotFound)
