@@ -104,6 +104,25 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // and a request that never ends, so each one catches its own.
       const failure = await new Promise<Error | void>((resolve, reject) => {
         let settled = false
+        // reply-from calls neither callback once the reply was sent (a
+        // middleware answered on its own) or the client left: the end of
+        // the client's response settles the exchange then.
+        const raw = reply.raw
+        const ended = (): void => {
+          if (settled) return
+          settled = true
+          resolve()
+        }
+        const settle = (): void => {
+          raw.removeListener('finish', ended)
+          raw.removeListener('close', ended)
+        }
+        if (raw.writableFinished || raw.destroyed) {
+          resolve()
+          return
+        }
+        raw.once('finish', ended)
+        raw.once('close', ended)
         const options: ReplyFromOptions = {
           method: outgoing.method as HTTPMethods,
           ...replyFromBody(payload, ctx.fastifyRequest, headers),
@@ -121,6 +140,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
               return
             }
             settled = true
+            settle()
             try {
               ctx.response = { status: answer.statusCode, headers: rewriteResponseHeaders(incomingHeaders(answer.headers, target.headerPolicy), target, ctx.fastifyRequest, outgoing.path), body: answer.stream }
               resolve()
@@ -132,6 +152,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
           onError (_reply, { error }) {
             if (settled) return
             settled = true
+            settle()
             try {
               resolve(transportError(error) ?? upstreamError(error))
             } catch (err) {
@@ -139,8 +160,15 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
             }
           }
         }
-        reply.from(outgoing.path, options)
+        try {
+          reply.from(outgoing.path, options)
+        } catch (err) {
+          settle()
+          throw err
+        }
       })
+      // Sent by a middleware, or the client left: nothing more to do here.
+      if (reply.sent || reply.raw.destroyed) return
       if (target.onUpstreamError !== undefined) await handleUpstreamError(ctx, failure ?? undefined, target.onUpstreamError)
       else if (failure !== undefined) throw failure
     }
@@ -163,7 +191,12 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
         ctx.release()
         throw err
       }
-      if (reply.sent) return reply
+      if (reply.sent || reply.raw.destroyed) {
+        // A middleware answered itself (or the client left): whatever body
+        // it did not send, the upstream's included, must not pin the connection.
+        ctx.releaseAfter(reply)
+        return reply
+      }
       if (ctx.response === undefined) throw new NoResponseError()
       return send(reply, ctx.response, bufferUpTo, ctx)
     }
