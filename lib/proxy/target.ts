@@ -249,6 +249,42 @@ function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 /**
+ * Resolves once a body stream has its first bytes (or has ended), rejects
+ * with the gateway error for a failure before them: until then nothing has
+ * been committed to the client, which gets a clean 502/504 instead of the
+ * upstream's status and headers over an error body. The idle and total
+ * timeouts bound the wait.
+ */
+function firstBytes (stream: NodeJS.ReadableStream): Promise<void> {
+  const readable = stream as NodeJS.ReadableStream & { readableLength?: number, readableEnded?: boolean }
+  if ((readable.readableLength ?? 0) > 0 || readable.readableEnded === true) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      stream.removeListener('readable', ready)
+      stream.removeListener('error', failed)
+      stream.removeListener('close', closed)
+      if (err === undefined) resolve()
+      else reject(upstreamError(err))
+    }
+    // 'readable' also fires at the end of an empty body. Removing the
+    // listener leaves the stream paused for Fastify to pipe.
+    const ready = (): void => done()
+    const failed = (err: Error): void => done(err)
+    const closed = (): void => done(readable.readableEnded === true ? undefined : new Error('upstream body closed before its end'))
+    stream.on('readable', ready)
+    stream.once('error', failed)
+    stream.once('close', closed)
+  })
+}
+
+// An event stream may stay silent long after its head, by design: its head
+// goes to the client at once.
+function isEventStream (headers: HeaderMap): boolean {
+  const type = headers['content-type']
+  return typeof type === 'string' && type.trimStart().toLowerCase().startsWith('text/event-stream')
+}
+
+/**
  * Sends a response. An upstream body stream of known length up to
  * `bufferUpTo` bytes is read whole first: one write, and one synchronous
  * compress call (within @fastify/compress's `syncThreshold`) instead of a
@@ -271,6 +307,8 @@ async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: n
       if (length > 0 && length <= bufferUpTo) {
         body = await readBody(body)
         readWhole = true
+      } else if (!isEventStream(headers)) {
+        await firstBytes(body)
       }
     }
   } catch (err) {
