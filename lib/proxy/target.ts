@@ -3,7 +3,7 @@ import replyFrom from '@fastify/reply-from'
 import type { TokenService } from '../auth/token.js'
 import { corsRouteConfig } from '../cors/register.js'
 import { requireToken } from '../auth/token.js'
-import { NoResponseError, PathNotAllowedError } from '../errors.js'
+import { InternalError, NoResponseError, PathNotAllowedError } from '../errors.js'
 import type { ResolvedTarget } from '../options/resolved.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, ResponseBody, TargetInfo } from '../types.js'
 import { compose } from './compose.js'
@@ -169,6 +169,8 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       })
       // Sent by a middleware, or the client left: nothing more to do here.
       if (reply.sent || reply.raw.destroyed) return
+      // The gateway's own fault is no upstream error: no hook to ask.
+      if (failure instanceof InternalError) throw failure
       if (target.onUpstreamError !== undefined) await handleUpstreamError(ctx, failure ?? undefined, target.onUpstreamError)
       else if (failure !== undefined) throw failure
     }

@@ -187,6 +187,12 @@ export class TargetTransport {
           this.breaker?.release(admission)
           throw err
         }
+        if (isGatewayFault(err)) {
+          // Refused before anything left (a header value a middleware set,
+          // say): the gateway's fault, not held against the upstream.
+          this.breaker?.release(admission)
+          throw new InternalError({ cause: err })
+        }
         this.#outcome(node, admission, false)
         if (mayRetry && isRetryableError(err) && bodyUntouched(opts.body)) {
           const delay = backoff(retry, attempt)
@@ -246,16 +252,23 @@ export class TargetTransport {
 
 function noop (): void {}
 
+// undici refuses request options it cannot put on the wire (a header value
+// with CR/LF, a bad method) before any connection is used.
+function isGatewayFault (err: unknown): boolean {
+  return errorCode(err) === 'UND_ERR_INVALID_ARG'
+}
+
 /**
- * The gatehouse error (503 no healthy upstream, circuit open, shutting down)
- * this dispatcher failed with; undefined for other failures. Workaround:
+ * The gatehouse error (503 no healthy upstream, circuit open, shutting down,
+ * 500 for a request the gateway itself got wrong) this dispatcher failed
+ * with; undefined for other failures. Workaround:
  * reply-from hands `onError` its own wrapper (500 InternalServerError, 504 ...)
  * with the dispatcher's error as `cause`, never the error itself (pinned in
  * test/reply-from-contract.test.ts).
  */
 export function transportError (err: unknown): Error | undefined {
   for (const e of causeChain(err)) {
-    if (e instanceof NoHealthyUpstreamError || e instanceof CircuitOpenError || e instanceof ShuttingDownError) return e as Error
+    if (e instanceof NoHealthyUpstreamError || e instanceof CircuitOpenError || e instanceof ShuttingDownError || e instanceof InternalError) return e as Error
   }
   return undefined
 }
