@@ -234,6 +234,21 @@ export interface TimeoutOptions {
   response?: number
   /** Milliseconds of silence allowed between body chunks. Default 60000. */
   idle?: number
+  /**
+   * Milliseconds a whole exchange may take, from the first attempt to the
+   * last byte of the response body, however slowly the client reads.
+   * Default 0 (off: downloads and streams are bounded by `idle` only).
+   * @example 300_000
+   */
+  total?: number
+  /**
+   * Milliseconds a request may wait for a pooled connection when all of the
+   * upstream's `transport.pool.connections` are busy; then 503
+   * `FST_GATEHOUSE_UPSTREAM_BUSY` with `Retry-After`. 0 waits without limit.
+   * Default 10000.
+   * @example 2_000
+   */
+  queue?: number
 }
 
 /**

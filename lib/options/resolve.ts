@@ -21,7 +21,7 @@ import {
 export const DEFAULT_LOGIN_PATH = '/login'
 export const DEFAULT_EXPIRES_IN_SECONDS = 3600
 export const MIN_HMAC_SECRET_BYTES = 32
-export const DEFAULT_TIMEOUTS = Object.freeze({ connect: 5_000, response: 30_000, idle: 60_000 })
+export const DEFAULT_TIMEOUTS = Object.freeze({ connect: 5_000, response: 30_000, idle: 60_000, total: 0, queue: 10_000 })
 
 const HMAC_ALGORITHMS = new Set<TokenAlgorithm>(['HS256', 'HS384', 'HS512'])
 const ALGORITHMS = new Set<TokenAlgorithm>([
@@ -40,7 +40,7 @@ const TARGET_KEYS = [
   'middleware', 'state', 'timeouts', 'maxBufferedBody', 'onUpstreamError', 'websocket', 'cors', 'transport',
   'forwardHeaders', 'hideResponseHeaders'
 ]
-const TIMEOUT_KEYS = ['connect', 'response', 'idle']
+const TIMEOUT_KEYS = ['connect', 'response', 'idle', 'total', 'queue']
 const CREDENTIALS_SHAPE = '{ header, value }, { bearer }, { basic: { username, password } } or a function'
 
 function resolveAuth (auth: unknown): ResolvedAuth {
@@ -143,11 +143,14 @@ function resolveMiddleware (list: unknown, at: string): ResolvedMiddleware[] {
 
 function resolveTimeouts (value: unknown, at: string): ResolvedTarget['timeouts'] {
   if (value === undefined) return DEFAULT_TIMEOUTS
-  const opts = object(value, at, TIMEOUT_KEYS, 'an object { connect?, response?, idle? } in milliseconds')
+  const opts = object(value, at, TIMEOUT_KEYS, 'an object { connect?, response?, idle?, total?, queue? } in milliseconds')
   return {
     connect: milliseconds(opts.connect, `${at}.connect`, DEFAULT_TIMEOUTS.connect),
     response: milliseconds(opts.response, `${at}.response`, DEFAULT_TIMEOUTS.response),
-    idle: milliseconds(opts.idle, `${at}.idle`, DEFAULT_TIMEOUTS.idle)
+    idle: milliseconds(opts.idle, `${at}.idle`, DEFAULT_TIMEOUTS.idle),
+    // 0 turns these two off.
+    total: milliseconds(opts.total, `${at}.total`, DEFAULT_TIMEOUTS.total, 0),
+    queue: milliseconds(opts.queue, `${at}.queue`, DEFAULT_TIMEOUTS.queue, 0)
   }
 }
 
