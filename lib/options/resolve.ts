@@ -11,7 +11,7 @@ import { resolveShutdown, resolveTransport } from '../transport/options.js'
 import { resolveCors, resolveTargetCors } from '../cors/options.js'
 import type { ResolvedCors } from '../cors/options.js'
 import type {
-  AuthOptions, GatehouseOptions, Middleware, PathOptions, TargetCredentials, TargetOptions, TokenAlgorithm
+  AuthOptions, CredentialsFunction, GatehouseOptions, Middleware, PathOptions, TargetOptions, TokenAlgorithm
 } from '../types.js'
 import type { ResolvedAuth, ResolvedCredentials, ResolvedMiddleware, ResolvedOptions, ResolvedTarget } from './resolved.js'
 import {
@@ -41,7 +41,7 @@ const TARGET_KEYS = [
   'forwardHeaders', 'hideResponseHeaders'
 ]
 const TIMEOUT_KEYS = ['connect', 'response', 'idle', 'total', 'queue']
-const CREDENTIALS_SHAPE = '{ header, value }, { bearer }, { basic: { username, password } } or a function'
+const CREDENTIALS_SHAPE = '{ header, value }, { bearer }, { basic: { username, password } } or { headers, compute }'
 
 function resolveAuth (auth: unknown): ResolvedAuth {
   if (!isObject(auth)) fail('auth', 'an object')
@@ -95,8 +95,15 @@ function resolveAuth (auth: unknown): ResolvedAuth {
 
 function resolveCredentials (value: unknown, at: string): ResolvedCredentials {
   if (value === undefined) return { kind: 'none' }
-  if (typeof value === 'function') return { kind: 'computed', compute: value as Extract<TargetCredentials, Function> }
+  if (typeof value === 'function') return { kind: 'computed', compute: value as CredentialsFunction, names: [] }
   if (!isObject(value)) fail(at, CREDENTIALS_SHAPE)
+  if ('compute' in value) {
+    knownKeys(value, at, ['headers', 'compute'])
+    if (typeof value.compute !== 'function') fail(`${at}.compute`, 'a function (ctx) => headers')
+    if (!Array.isArray(value.headers) || value.headers.length === 0) fail(`${at}.headers`, 'a non-empty array of the header names compute sets')
+    const names = value.headers.map((name: unknown, index) => headerName(name, `${at}.headers[${index}]`))
+    return { kind: 'computed', compute: value.compute as CredentialsFunction, names: [...new Set(names)] }
+  }
   if ('header' in value) {
     knownKeys(value, at, ['header', 'value'])
     return { kind: 'static', headers: { [headerName(value.header, `${at}.header`)]: headerValue(value.value, `${at}.value`) } }
@@ -115,6 +122,12 @@ function resolveCredentials (value: unknown, at: string): ResolvedCredentials {
     return { kind: 'static', headers: { authorization: `Basic ${encoded}` } }
   }
   fail(at, CREDENTIALS_SHAPE)
+}
+
+/** The header names a target's credentials own: the caller's copies never pass. */
+function credentialNames (credentials: ResolvedCredentials): readonly string[] {
+  if (credentials.kind === 'static') return Object.keys(credentials.headers)
+  return credentials.kind === 'computed' ? credentials.names : []
 }
 
 function resolvePhase (phase: unknown, at: string): number {
@@ -209,7 +222,7 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
     onUpstreamError: target.onUpstreamError,
     websocket: resolveWebSocket(target.websocket, `${at}.websocket`),
     transport: resolveTransport(target.transport, target.upstream, at),
-    headerPolicy: resolveHeaderPolicy(target, credentials.kind === 'static' ? Object.keys(credentials.headers) : [], at),
+    headerPolicy: resolveHeaderPolicy(target, credentialNames(credentials), at),
     cors: resolveTargetCors(target.cors, `${at}.cors`, cors)
   }
 }

@@ -70,7 +70,10 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
 
     const info: TargetInfo = Object.freeze({ name: target.name, prefix: target.prefix, upstream: target.upstream })
     const injected = target.credentials.kind === 'static' ? target.credentials.headers : undefined
-    const strip = new Set(injected === undefined ? [] : Object.keys(injected))
+    // The names the credentials own: the caller's copies are dropped before any middleware.
+    const strip = new Set(injected !== undefined
+      ? Object.keys(injected)
+      : target.credentials.kind === 'computed' ? target.credentials.names : [])
     const run = compose(target.middleware)
     const bufferUpTo = target.transport.bufferResponses
 
@@ -80,7 +83,13 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       if (credentials.kind === 'none') return {}
       const computed = await credentials.compute(ctx)
       const headers: Record<string, string> = {}
-      for (const name in computed) headers[name.toLowerCase()] = String(computed[name])
+      for (const name in computed) {
+        const lower = name.toLowerCase()
+        // A header it did not declare: the caller's copy of it reached the
+        // middleware, so the declaration is wrong. Fail loudly.
+        if (credentials.names.length > 0 && !strip.has(lower)) throw new InternalError({ cause: new Error(`credentials.compute set "${lower}", not in credentials.headers`) })
+        headers[lower] = String(computed[name])
+      }
       return headers
     }
 
