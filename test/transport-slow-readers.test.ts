@@ -19,7 +19,10 @@ function writeLarge (res: ServerResponse): void {
   const pump = (): void => {
     while (sent < LARGE) {
       sent += CHUNK.length
-      if (!res.write(CHUNK)) return void res.once('drain', pump)
+      if (!res.write(CHUNK)) {
+        res.once('drain', pump)
+        return
+      }
     }
     res.end()
   }

@@ -128,7 +128,8 @@ class Controller implements Dispatcher.DispatchController {
     this.#abort = abort
   }
 
-  set resumer (resume: () => void) {
+  /** Where undici's own resume goes, once the response has started. */
+  resumeWith (resume: () => void): void {
     this.#resume = resume
   }
 
@@ -184,7 +185,7 @@ class LegacyAdapter implements Handler {
 
   onHeaders (statusCode: number, headers: Buffer[], resume: () => void, statusText: string): boolean {
     const controller = this.#started()
-    controller.resumer = resume
+    controller.resumeWith(resume)
     this.#handler.onResponseStart?.(controller, statusCode, util.parseHeaders(headers), statusText)
     return !controller.paused
   }
