@@ -129,6 +129,12 @@ export const UpstreamTimeoutError = createError<'FST_GATEHOUSE_UPSTREAM_TIMEOUT'
   504
 )
 
+export const UpstreamBusyError = createError<'FST_GATEHOUSE_UPSTREAM_BUSY'>(
+  'FST_GATEHOUSE_UPSTREAM_BUSY',
+  'Every connection to the upstream service is busy; try again shortly',
+  503
+)
+
 export const UnsupportedMediaTypeError = createError<'FST_GATEHOUSE_UNSUPPORTED_MEDIA_TYPE'>(
   'FST_GATEHOUSE_UNSUPPORTED_MEDIA_TYPE',
   'Unsupported media type: send application/json',

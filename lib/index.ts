@@ -42,6 +42,6 @@ export type {
   AllowRule, AuthOptions, CredentialsVerifier, GatehouseClaims, GatehouseContext, GatehouseOptions, HeaderMap,
   RewriteFunction, TenantRule,
   LoginCredentials, LoginOptions, Middleware, MiddlewareEntry, Next, PhaseName, ProxyRequest,
-  ProxyResponse, ResponseBody, TargetCredentials, TargetInfo, TargetOptions, TimeoutOptions, TokenAlgorithm,
+  ProxyResponse, ResponseBody, TargetCredentials, ComputedCredentials, CredentialsFunction, TargetInfo, TargetOptions, TimeoutOptions, TokenAlgorithm,
   WebSocketContext, WebSocketHookResult, WebSocketMessage, WebSocketMessageHook, WebSocketOptions, WebSocketTokenOptions
 } from './types.js'

@@ -309,12 +309,31 @@ export interface AuthOptions {
   store?: GatehouseStore
 }
 
-/** Credentials a target receives instead of the caller's. */
+/** Computes a target's credential headers per request. */
+export type CredentialsFunction = (ctx: GatehouseContext) => Promise<Record<string, string>> | Record<string, string>
+
+/**
+ * Credentials computed per request, with the header names they own: the
+ * caller's copies of those are dropped before any middleware, whether or not
+ * `compute` sets them for this request; `compute` may set no other header.
+ * @example { headers: ['x-api-key'], compute: async (ctx) => ({ 'x-api-key': await keyFor(ctx.user?.sub) }) }
+ */
+export interface ComputedCredentials {
+  headers: string[]
+  compute: CredentialsFunction
+}
+
+/**
+ * Credentials a target receives instead of the caller's. The bare function
+ * form is deprecated: it declares no names, so the caller's copies of the
+ * headers it sets are only replaced when it sets them; use `{ headers, compute }`.
+ */
 export type TargetCredentials =
   | { header: string, value: string }
   | { bearer: string }
   | { basic: { username: string, password: string } }
-  | ((ctx: GatehouseContext) => Promise<Record<string, string>> | Record<string, string>)
+  | ComputedCredentials
+  | CredentialsFunction
 
 /** Names of the middleware phases: `Phase.clientEdge` (0), `Phase.proxy` (500), `Phase.targetEdge` (1000). */
 export type PhaseName = 'clientEdge' | 'proxy' | 'targetEdge'
@@ -345,6 +364,21 @@ export interface TimeoutOptions {
   response?: number
   /** Milliseconds of silence allowed between body chunks. Default 60000. */
   idle?: number
+  /**
+   * Milliseconds a whole exchange may take, from the first attempt to the
+   * last byte of the response body, however slowly the client reads.
+   * Default 0 (off: downloads and streams are bounded by `idle` only).
+   * @example 300_000
+   */
+  total?: number
+  /**
+   * Milliseconds a request may wait for a pooled connection when all of the
+   * upstream's `transport.pool.connections` are busy; then 503
+   * `FST_GATEHOUSE_UPSTREAM_BUSY` with `Retry-After`. 0 waits without limit.
+   * Default 10000.
+   * @example 2_000
+   */
+  queue?: number
 }
 
 /**

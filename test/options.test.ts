@@ -388,7 +388,7 @@ for (const [group, options, option, hint] of UNKNOWN_KEYS) {
 
 t.test('a key far from every known one gets the list of known keys', async (t) => {
   const err = await rejects(t, withTarget({ timeouts: { wholeRequest: 1 } }), 'targets[0].timeouts.wholeRequest')
-  t.match(err.message, 'a known option (one of connect, response, idle)')
+  t.match(err.message, 'a known option (one of connect, response, idle, total, queue)')
 })
 
 t.test('@fastify/compress options are its own: their keys pass through unchecked', async (t) => {

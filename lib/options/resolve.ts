@@ -12,7 +12,7 @@ import { resolveShutdown, resolveTransport } from '../transport/options.js'
 import { resolveCors, resolveTargetCors } from '../cors/options.js'
 import type { ResolvedCors } from '../cors/options.js'
 import type {
-  AuthOptions, GatehouseOptions, Middleware, PathOptions, TargetCredentials, TargetOptions, TokenAlgorithm
+  AuthOptions, CredentialsFunction, GatehouseOptions, Middleware, PathOptions, TargetOptions, TokenAlgorithm
 } from '../types.js'
 import type { ResolvedAuth, ResolvedCredentials, ResolvedMiddleware, ResolvedOptions, ResolvedTarget } from './resolved.js'
 import {
@@ -22,7 +22,7 @@ import {
 
 export const DEFAULT_LOGIN_PATH = '/login'
 export const DEFAULT_EXPIRES_IN_SECONDS = 3600
-export const DEFAULT_TIMEOUTS = Object.freeze({ connect: 5_000, response: 30_000, idle: 60_000 })
+export const DEFAULT_TIMEOUTS = Object.freeze({ connect: 5_000, response: 30_000, idle: 60_000, total: 0, queue: 10_000 })
 
 const HMAC_ALGORITHMS = new Set<TokenAlgorithm>(['HS256', 'HS384', 'HS512'])
 const ALGORITHMS = new Set<TokenAlgorithm>([
@@ -41,8 +41,8 @@ const TARGET_KEYS = [
   'middleware', 'state', 'timeouts', 'maxBufferedBody', 'onUpstreamError', 'websocket', 'cors', 'transport',
   'forwardHeaders', 'hideResponseHeaders'
 ]
-const TIMEOUT_KEYS = ['connect', 'response', 'idle']
-const CREDENTIALS_SHAPE = '{ header, value }, { bearer }, { basic: { username, password } } or a function'
+const TIMEOUT_KEYS = ['connect', 'response', 'idle', 'total', 'queue']
+const CREDENTIALS_SHAPE = '{ header, value }, { bearer }, { basic: { username, password } } or { headers, compute }'
 
 function resolveAuth (auth: unknown): ResolvedAuth {
   if (!isObject(auth)) fail('auth', 'an object')
@@ -99,8 +99,15 @@ function resolveAuth (auth: unknown): ResolvedAuth {
 
 function resolveCredentials (value: unknown, at: string): ResolvedCredentials {
   if (value === undefined) return { kind: 'none' }
-  if (typeof value === 'function') return { kind: 'computed', compute: value as Extract<TargetCredentials, Function> }
+  if (typeof value === 'function') return { kind: 'computed', compute: value as CredentialsFunction, names: [] }
   if (!isObject(value)) fail(at, CREDENTIALS_SHAPE)
+  if ('compute' in value) {
+    knownKeys(value, at, ['headers', 'compute'])
+    if (typeof value.compute !== 'function') fail(`${at}.compute`, 'a function (ctx) => headers')
+    if (!Array.isArray(value.headers) || value.headers.length === 0) fail(`${at}.headers`, 'a non-empty array of the header names compute sets')
+    const names = value.headers.map((name: unknown, index) => headerName(name, `${at}.headers[${index}]`))
+    return { kind: 'computed', compute: value.compute as CredentialsFunction, names: [...new Set(names)] }
+  }
   if ('header' in value) {
     knownKeys(value, at, ['header', 'value'])
     return { kind: 'static', headers: { [headerName(value.header, `${at}.header`)]: headerValue(value.value, `${at}.value`) } }
@@ -119,6 +126,12 @@ function resolveCredentials (value: unknown, at: string): ResolvedCredentials {
     return { kind: 'static', headers: { authorization: `Basic ${encoded}` } }
   }
   fail(at, CREDENTIALS_SHAPE)
+}
+
+/** The header names a target's credentials own: the caller's copies never pass. */
+function credentialNames (credentials: ResolvedCredentials): readonly string[] {
+  if (credentials.kind === 'static') return Object.keys(credentials.headers)
+  return credentials.kind === 'computed' ? credentials.names : []
 }
 
 function resolvePhase (phase: unknown, at: string): number {
@@ -147,11 +160,14 @@ function resolveMiddleware (list: unknown, at: string): ResolvedMiddleware[] {
 
 function resolveTimeouts (value: unknown, at: string): ResolvedTarget['timeouts'] {
   if (value === undefined) return DEFAULT_TIMEOUTS
-  const opts = object(value, at, TIMEOUT_KEYS, 'an object { connect?, response?, idle? } in milliseconds')
+  const opts = object(value, at, TIMEOUT_KEYS, 'an object { connect?, response?, idle?, total?, queue? } in milliseconds')
   return {
     connect: milliseconds(opts.connect, `${at}.connect`, DEFAULT_TIMEOUTS.connect),
     response: milliseconds(opts.response, `${at}.response`, DEFAULT_TIMEOUTS.response),
-    idle: milliseconds(opts.idle, `${at}.idle`, DEFAULT_TIMEOUTS.idle)
+    idle: milliseconds(opts.idle, `${at}.idle`, DEFAULT_TIMEOUTS.idle),
+    // 0 turns these two off.
+    total: milliseconds(opts.total, `${at}.total`, DEFAULT_TIMEOUTS.total, 0),
+    queue: milliseconds(opts.queue, `${at}.queue`, DEFAULT_TIMEOUTS.queue, 0)
   }
 }
 
@@ -210,7 +226,7 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
     onUpstreamError: target.onUpstreamError,
     websocket: resolveWebSocket(target.websocket, `${at}.websocket`),
     transport: resolveTransport(target.transport, target.upstream, at),
-    headerPolicy: resolveHeaderPolicy(target, credentials.kind === 'static' ? Object.keys(credentials.headers) : [], at),
+    headerPolicy: resolveHeaderPolicy(target, credentialNames(credentials), at),
     cors: resolveTargetCors(target.cors, `${at}.cors`, cors)
   }
 }

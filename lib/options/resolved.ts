@@ -7,7 +7,7 @@ import type { ResolvedHeaderPolicy } from '../proxy/headers-options.js'
 import type { ResolvedPathGuard } from '../proxy/path.js'
 import type { ResolvedRewrite } from '../proxy/rewrite-options.js'
 import type { ResolvedTransport } from '../transport/options.js'
-import type { CredentialsVerifier, Middleware, TargetCredentials, TargetOptions, TokenAlgorithm } from '../types.js'
+import type { CredentialsFunction, CredentialsVerifier, Middleware, TargetOptions, TokenAlgorithm } from '../types.js'
 import type { ResolvedWebSocket } from '../ws/options.js'
 
 /*
@@ -34,7 +34,12 @@ export interface ResolvedAuth {
 
 export type ResolvedCredentials =
   | { readonly kind: 'static', readonly headers: Readonly<Record<string, string>> }
-  | { readonly kind: 'computed', readonly compute: Extract<TargetCredentials, Function> }
+  | {
+    readonly kind: 'computed'
+    readonly compute: CredentialsFunction
+    /** The header names it owns (lower case); empty for the deprecated bare function, which may set any. */
+    readonly names: readonly string[]
+  }
   | { readonly kind: 'none' }
 
 export interface ResolvedMiddleware {

@@ -3,7 +3,7 @@ import replyFrom from '@fastify/reply-from'
 import type { TokenService } from '../auth/token.js'
 import { corsRouteConfig } from '../cors/register.js'
 import { requireToken } from '../auth/token.js'
-import { NoResponseError, PathNotAllowedError } from '../errors.js'
+import { InternalError, NoResponseError, PathNotAllowedError } from '../errors.js'
 import type { ResolvedTarget } from '../options/resolved.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, ResponseBody, TargetInfo } from '../types.js'
 import { compose } from './compose.js'
@@ -74,7 +74,10 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
 
     const info: TargetInfo = Object.freeze({ name: target.name, prefix: target.prefix, upstream: target.upstream })
     const injected = target.credentials.kind === 'static' ? target.credentials.headers : undefined
-    const strip = new Set(injected === undefined ? [] : Object.keys(injected))
+    // The names the credentials own: the caller's copies are dropped before any middleware.
+    const strip = new Set(injected !== undefined
+      ? Object.keys(injected)
+      : target.credentials.kind === 'computed' ? target.credentials.names : [])
     const run = compose(target.middleware)
     const bufferUpTo = target.transport.bufferResponses
 
@@ -84,7 +87,13 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       if (credentials.kind === 'none') return {}
       const computed = await credentials.compute(ctx)
       const headers: Record<string, string> = {}
-      for (const name in computed) headers[name.toLowerCase()] = String(computed[name])
+      for (const name in computed) {
+        const lower = name.toLowerCase()
+        // A header it did not declare: the caller's copy of it reached the
+        // middleware, so the declaration is wrong. Fail loudly.
+        if (credentials.names.length > 0 && !strip.has(lower)) throw new InternalError({ cause: new Error(`credentials.compute set "${lower}", not in credentials.headers`) })
+        headers[lower] = String(computed[name])
+      }
       return headers
     }
 
@@ -110,6 +119,25 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // and a request that never ends, so each one catches its own.
       const failure = await new Promise<Error | void>((resolve, reject) => {
         let settled = false
+        // reply-from calls neither callback once the reply was sent (a
+        // middleware answered on its own) or the client left: the end of
+        // the client's response settles the exchange then.
+        const raw = reply.raw
+        const ended = (): void => {
+          if (settled) return
+          settled = true
+          resolve()
+        }
+        const settle = (): void => {
+          raw.removeListener('finish', ended)
+          raw.removeListener('close', ended)
+        }
+        if (raw.writableFinished || raw.destroyed) {
+          resolve()
+          return
+        }
+        raw.once('finish', ended)
+        raw.once('close', ended)
         const options: ReplyFromOptions = {
           method: outgoing.method as HTTPMethods,
           ...replyFromBody(payload, ctx.fastifyRequest, headers),
@@ -127,6 +155,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
               return
             }
             settled = true
+            settle()
             try {
               ctx.response = { status: answer.statusCode, headers: rewriteResponseHeaders(incomingHeaders(answer.headers, target.headerPolicy), target, ctx.fastifyRequest, outgoing.path), body: answer.stream }
               resolve()
@@ -138,6 +167,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
           onError (_reply, { error }) {
             if (settled) return
             settled = true
+            settle()
             try {
               resolve(transportError(error) ?? upstreamError(error))
             } catch (err) {
@@ -145,8 +175,17 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
             }
           }
         }
-        reply.from(outgoing.path, options)
+        try {
+          reply.from(outgoing.path, options)
+        } catch (err) {
+          settle()
+          throw err
+        }
       })
+      // Sent by a middleware, or the client left: nothing more to do here.
+      if (reply.sent || reply.raw.destroyed) return
+      // The gateway's own fault is no upstream error: no hook to ask.
+      if (failure instanceof InternalError) throw failure
       if (target.onUpstreamError !== undefined) await handleUpstreamError(ctx, failure ?? undefined, target.onUpstreamError)
       else if (failure !== undefined) throw failure
     }
@@ -169,7 +208,12 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
         ctx.release()
         throw err
       }
-      if (reply.sent) return reply
+      if (reply.sent || reply.raw.destroyed) {
+        // A middleware answered itself (or the client left): whatever body
+        // it did not send, the upstream's included, must not pin the connection.
+        ctx.releaseAfter(reply)
+        return reply
+      }
       if (ctx.response === undefined) throw new NoResponseError()
       return send(reply, ctx.response, bufferUpTo, ctx)
     }
@@ -222,6 +266,42 @@ function readBody (stream: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 /**
+ * Resolves once a body stream has its first bytes (or has ended), rejects
+ * with the gateway error for a failure before them: until then nothing has
+ * been committed to the client, which gets a clean 502/504 instead of the
+ * upstream's status and headers over an error body. The idle and total
+ * timeouts bound the wait.
+ */
+function firstBytes (stream: NodeJS.ReadableStream): Promise<void> {
+  const readable = stream as NodeJS.ReadableStream & { readableLength?: number, readableEnded?: boolean }
+  if ((readable.readableLength ?? 0) > 0 || readable.readableEnded === true) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      stream.removeListener('readable', ready)
+      stream.removeListener('error', failed)
+      stream.removeListener('close', closed)
+      if (err === undefined) resolve()
+      else reject(upstreamError(err))
+    }
+    // 'readable' also fires at the end of an empty body. Removing the
+    // listener leaves the stream paused for Fastify to pipe.
+    const ready = (): void => done()
+    const failed = (err: Error): void => done(err)
+    const closed = (): void => done(readable.readableEnded === true ? undefined : new Error('upstream body closed before its end'))
+    stream.on('readable', ready)
+    stream.once('error', failed)
+    stream.once('close', closed)
+  })
+}
+
+// An event stream may stay silent long after its head, by design: its head
+// goes to the client at once.
+function isEventStream (headers: HeaderMap): boolean {
+  const type = headers['content-type']
+  return typeof type === 'string' && type.trimStart().toLowerCase().startsWith('text/event-stream')
+}
+
+/**
  * Sends a response. An upstream body stream of known length up to
  * `bufferUpTo` bytes is read whole first: one write, and one synchronous
  * compress call (within @fastify/compress's `syncThreshold`) instead of a
@@ -244,6 +324,8 @@ async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: n
       if (length > 0 && length <= bufferUpTo) {
         body = await readBody(body)
         readWhole = true
+      } else if (!isEventStream(headers)) {
+        await firstBytes(body)
       }
     }
   } catch (err) {

@@ -3,7 +3,9 @@ import { causeChain } from '../transport/cause.js'
 
 const TIMEOUT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT',
-  'FST_REPLY_FROM_TIMEOUT', 'FST_REPLY_FROM_HTTP_REQUEST_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'
+  'FST_REPLY_FROM_TIMEOUT', 'FST_REPLY_FROM_HTTP_REQUEST_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT',
+  // The transport's `timeouts.total`.
+  'FST_GATEHOUSE_UPSTREAM_TIMEOUT'
 ])
 
 // Signs of a response that is not valid HTTP. undici's parser errors carry no

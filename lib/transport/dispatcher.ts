@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { Dispatcher, Pool } from 'undici'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
-import { CircuitOpenError, InternalError, NoHealthyUpstreamError, ShuttingDownError } from '../errors.js'
+import { CircuitOpenError, InternalError, NoHealthyUpstreamError, ShuttingDownError, UpstreamBusyError, UpstreamTimeoutError } from '../errors.js'
 import type { ResolvedTarget } from '../options/resolved.js'
 import type { HeaderMap } from '../types.js'
 import { Balancer, UpstreamNode } from './balancer.js'
@@ -57,21 +57,36 @@ export class ClientGone extends EventEmitter {
   aborted = false
   reason: Error | undefined = undefined
 
-  constructor (raw: FastifyReply['raw']) {
+  constructor (raw?: FastifyReply['raw']) {
     super()
+    if (raw === undefined) return
     const onClose = (): void => {
-      if (raw.writableFinished || this.aborted) return
-      this.aborted = true
-      this.reason = new Error('client gone')
-      this.emit('abort')
+      if (raw.writableFinished) return
+      this.abort(new Error('client gone'))
     }
     if (raw.destroyed) onClose()
     else raw.once('close', onClose)
   }
+
+  /** Aborts with `reason` (undici fails the request, or destroys its body, with it). */
+  abort (reason: Error): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    this.emit('abort')
+  }
 }
 
-function clientGone (reply: FastifyReply | undefined): ClientGone | undefined {
-  return reply === undefined ? undefined : new ClientGone(reply.raw)
+/**
+ * `timeouts.total`: aborts the exchange `ms` after it started, whether it
+ * waits for a connection, for headers or for a slow client to read the body.
+ * `stop()` once the body has closed.
+ */
+function totalDeadline (signal: ClientGone, ms: number): { stop: () => void } {
+  if (ms === 0) return { stop: noop }
+  const timer = setTimeout(() => signal.abort(new UpstreamTimeoutError()), ms)
+  timer.unref()
+  return { stop: () => clearTimeout(timer) }
 }
 
 function setRetryAfter (reply: FastifyReply | undefined, ms: number): void {
@@ -94,12 +109,17 @@ export class TargetTransport {
   readonly #target: ResolvedTarget
   readonly #health: HealthChecker | undefined
   readonly #log: FastifyBaseLogger | undefined
+  // Requests one upstream carries at once; more wait in #waiting.
+  readonly #capacity: number
+  readonly #waiting = new Map<UpstreamNode, Array<() => void>>()
   #closed = false
 
   constructor (target: ResolvedTarget, log?: FastifyBaseLogger) {
     const settings = target.transport
     this.#target = target
     this.#log = log
+    // HTTP/2 multiplexes on its connections: undici's own limits apply there.
+    this.#capacity = settings.http2 || target.timeouts.queue === 0 ? Infinity : settings.pool.connections * settings.pool.pipelining
     const nodes = settings.origins.map((origin) => {
       const pool = createPool(target, origin)
       return new UpstreamNode(origin, pool.dispatcher, pool.destroy)
@@ -148,10 +168,71 @@ export class TargetTransport {
   }
 
   async #send (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined): Promise<Dispatcher.ResponseData> {
+    const signal = new ClientGone(reply?.raw)
+    const deadline = totalDeadline(signal, this.#target.timeouts.total)
+    let res: Dispatcher.ResponseData
+    try {
+      res = await this.#attempts(opts, headers, reply, signal)
+    } catch (err) {
+      deadline.stop()
+      throw err
+    }
+    res.body.once('close', deadline.stop)
+    return res
+  }
+
+  /**
+   * Waits for a free connection to `node` (counting it in `inFlight` once
+   * it has one), at most `timeouts.queue` ms: undici's Pool would queue
+   * without limit. Slots are handed over in arrival order.
+   */
+  #acquire (node: UpstreamNode, signal: ClientGone, reply: FastifyReply | undefined): Promise<void> | undefined {
+    const waiting = this.#waiting.get(node)
+    if (node.inFlight < this.#capacity && (waiting === undefined || waiting.length === 0)) {
+      node.inFlight++
+      return undefined
+    }
+    return new Promise((resolve, reject) => {
+      const queue = waiting ?? []
+      this.#waiting.set(node, queue)
+      const ms = this.#target.timeouts.queue
+      const leave = (err: Error): void => {
+        const index = queue.indexOf(wake)
+        if (index !== -1) queue.splice(index, 1)
+        clearTimeout(timer)
+        signal.removeListener('abort', gone)
+        reject(err)
+      }
+      const gone = (): void => leave(signal.reason ?? new Error('client gone'))
+      // The slot was handed over already counted.
+      const wake = (): void => {
+        clearTimeout(timer)
+        signal.removeListener('abort', gone)
+        resolve()
+      }
+      const timer = ms === 0
+        ? undefined
+        : setTimeout(() => {
+          setRetryAfter(reply, 1000)
+          leave(new UpstreamBusyError())
+        }, ms)
+      timer?.unref()
+      signal.once('abort', gone)
+      queue.push(wake)
+    })
+  }
+
+  /** A request to `node` has ended: its slot goes to the next waiter, if any. */
+  #release (node: UpstreamNode): void {
+    const next = this.#waiting.get(node)?.shift()
+    if (next !== undefined) next()
+    else node.inFlight--
+  }
+
+  async #attempts (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined, signal: ClientGone): Promise<Dispatcher.ResponseData> {
     const retry = this.#target.transport.retry
     const method = opts.method.toUpperCase()
     const log = reply?.request.log ?? this.#log
-    const signal = clientGone(reply)
     let failed: UpstreamNode | undefined
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new ShuttingDownError()
@@ -168,7 +249,16 @@ export class TargetTransport {
         throw new NoHealthyUpstreamError()
       }
       const mayRetry = attempt < retry.retries && retry.methods.has(method) && bodyUntouched(opts.body)
-      node.inFlight++
+      const queued = this.#acquire(node, signal, reply)
+      if (queued !== undefined) {
+        try {
+          await queued
+        } catch (err) {
+          // Busy or gone: nothing was sent, nothing to hold against the upstream.
+          this.breaker?.release(admission)
+          throw err
+        }
+      }
       // Our own copy: the host of this attempt's upstream goes in place.
       headers.host = node.host
       let res: Dispatcher.ResponseData
@@ -182,10 +272,16 @@ export class TargetTransport {
           signal: signal as unknown as Dispatcher.RequestOptions['signal']
         })
       } catch (err) {
-        node.inFlight--
-        if (signal?.aborted === true) {
+        this.#release(node)
+        if (signal.aborted) {
           this.breaker?.release(admission)
           throw err
+        }
+        if (isGatewayFault(err)) {
+          // Refused before anything left (a header value a middleware set,
+          // say): the gateway's fault, not held against the upstream.
+          this.breaker?.release(admission)
+          throw new InternalError({ cause: err })
         }
         this.#outcome(node, admission, false)
         if (mayRetry && isRetryableError(err) && bodyUntouched(opts.body)) {
@@ -202,18 +298,18 @@ export class TargetTransport {
       if (mayRetry && retry.statuses.has(status)) {
         const after = parseRetryAfter(res.headers['retry-after'])
         if (after === undefined || after <= retry.maxRetryAfter) {
-          node.inFlight--
+          this.#release(node)
           res.body.on('error', noop).destroy()
           const delay = Math.max(after ?? 0, backoff(retry, attempt))
           log?.warn({ attempt: attempt + 1, delay, statusCode: status, target: this.#target.name }, 'retrying upstream request after a retryable status')
           failed = node
           await sleep(delay, signal)
-          if (signal?.aborted === true) throw new Error('client gone', { cause: signal.reason })
+          if (signal.aborted) throw signal.reason ?? new Error('client gone')
           continue
         }
       }
       // In flight until the body has been read or dropped.
-      res.body.once('close', () => { node.inFlight-- })
+      res.body.once('close', () => this.#release(node))
       return res
     }
   }
@@ -246,16 +342,23 @@ export class TargetTransport {
 
 function noop (): void {}
 
+// undici refuses request options it cannot put on the wire (a header value
+// with CR/LF, a bad method) before any connection is used.
+function isGatewayFault (err: unknown): boolean {
+  return errorCode(err) === 'UND_ERR_INVALID_ARG'
+}
+
 /**
- * The gatehouse error (503 no healthy upstream, circuit open, shutting down)
- * this dispatcher failed with; undefined for other failures. Workaround:
+ * The gatehouse error (503 no healthy upstream, circuit open, shutting down,
+ * upstream busy; 500 for a request the gateway itself got wrong) this dispatcher failed
+ * with; undefined for other failures. Workaround:
  * reply-from hands `onError` its own wrapper (500 InternalServerError, 504 ...)
  * with the dispatcher's error as `cause`, never the error itself (pinned in
  * test/reply-from-contract.test.ts).
  */
 export function transportError (err: unknown): Error | undefined {
   for (const e of causeChain(err)) {
-    if (e instanceof NoHealthyUpstreamError || e instanceof CircuitOpenError || e instanceof ShuttingDownError) return e as Error
+    if (e instanceof NoHealthyUpstreamError || e instanceof CircuitOpenError || e instanceof ShuttingDownError || e instanceof InternalError || e instanceof UpstreamBusyError) return e as Error
   }
   return undefined
 }

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream'
-import { Pool, errors } from 'undici'
+import { Pool, errors, util } from 'undici'
 import type { Dispatcher } from 'undici'
 
 type Handler = Dispatcher.DispatchHandler
@@ -116,7 +116,101 @@ class IdleHandler implements Handler {
   }
 }
 
-/** An undici Pool whose every request gets the body-idle timeouts above. */
+/** What a handler of undici's newer interface gets to pause, resume and abort its request. */
+class Controller implements Dispatcher.DispatchController {
+  #abort: (reason?: Error) => void
+  #resume: (() => void) | undefined = undefined
+  #paused = false
+  #aborted = false
+  #reason: Error | null = null
+
+  constructor (abort: (reason?: Error) => void) {
+    this.#abort = abort
+  }
+
+  /** Where undici's own resume goes, once the response has started. */
+  resumeWith (resume: () => void): void {
+    this.#resume = resume
+  }
+
+  get aborted (): boolean { return this.#aborted }
+  get paused (): boolean { return this.#paused }
+  get reason (): Error | null { return this.#reason }
+
+  pause (): void {
+    this.#paused = true
+  }
+
+  resume (): void {
+    if (!this.#paused) return
+    this.#paused = false
+    this.#resume?.()
+  }
+
+  abort (reason: Error): void {
+    if (this.#aborted) return
+    this.#aborted = true
+    this.#reason = reason
+    this.#abort(reason)
+  }
+}
+
+/**
+ * Presents a handler of undici's newer interface (onRequestStart,
+ * onResponseStart, onResponseData ...) as one of the interface IdleHandler
+ * speaks, as undici's own (unexported) UnwrapHandler does, so it is timed
+ * too: with `bodyTimeout` 0 it would otherwise have no body-idle limit.
+ */
+class LegacyAdapter implements Handler {
+  readonly #handler: Handler
+  #controller: Controller | undefined
+
+  constructor (handler: Handler) {
+    this.#handler = handler
+  }
+
+  #started (abort: (reason?: Error) => void = () => {}): Controller {
+    this.#controller ??= new Controller(abort)
+    return this.#controller
+  }
+
+  onConnect (abort: (err?: Error) => void, context?: object): void {
+    this.#controller = new Controller(abort)
+    this.#handler.onRequestStart?.(this.#controller, context)
+  }
+
+  onUpgrade (statusCode: number, headers: Buffer[] | string[] | null, socket: Duplex): void {
+    this.#handler.onRequestUpgrade?.(this.#started(), statusCode, util.parseHeaders(headers ?? []), socket)
+  }
+
+  onHeaders (statusCode: number, headers: Buffer[], resume: () => void, statusText: string): boolean {
+    const controller = this.#started()
+    controller.resumeWith(resume)
+    this.#handler.onResponseStart?.(controller, statusCode, util.parseHeaders(headers), statusText)
+    return !controller.paused
+  }
+
+  onData (chunk: Buffer): boolean {
+    const controller = this.#started()
+    this.#handler.onResponseData?.(controller, chunk)
+    return !controller.paused
+  }
+
+  onComplete (trailers: string[] | null): void {
+    this.#handler.onResponseEnd?.(this.#started(), util.parseHeaders(trailers ?? []))
+  }
+
+  onError (err: Error): void {
+    if (typeof this.#handler.onResponseError !== 'function') throw new errors.InvalidArgumentError('invalid onError method')
+    this.#handler.onResponseError(this.#started(), err)
+  }
+}
+
+/**
+ * An undici Pool whose every request gets the body-idle timeouts above,
+ * whichever handler interface it comes with: `request()` in the undici of
+ * the lock file hands over the older one, its interceptors the newer one.
+ */
 export class IdlePool extends Pool {
   readonly #idle: number
   readonly #eventStreamIdle: number
@@ -128,9 +222,7 @@ export class IdlePool extends Pool {
   }
 
   override dispatch (opts: Dispatcher.DispatchOptions, handler: Handler): boolean {
-    // The transport only calls request(), whose handler speaks this interface;
-    // a handler of undici's newer one (onRequestStart ...) passes untimed.
-    if (typeof handler.onRequestStart === 'function') return super.dispatch(opts, handler)
-    return super.dispatch(opts, new IdleHandler(handler, this.#idle, this.#eventStreamIdle))
+    const legacy = typeof handler.onRequestStart === 'function' ? new LegacyAdapter(handler) : handler
+    return super.dispatch(opts, new IdleHandler(legacy, this.#idle, this.#eventStreamIdle))
   }
 }
