@@ -32,19 +32,7 @@ export function rawGet (base: string, path: string, headers: Record<string, stri
     const chunks: Buffer[] = []
     socket.on('data', (chunk: Buffer) => chunks.push(chunk))
     socket.on('error', reject)
-    socket.on('end', () => {
-      const raw = Buffer.concat(chunks)
-      const split = raw.indexOf('\r\n\r\n')
-      const head = raw.subarray(0, split).toString('latin1').split('\r\n')
-      const parsed: Record<string, string> = {}
-      for (const line of head.slice(1)) {
-        const colon = line.indexOf(':')
-        parsed[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
-      }
-      const rest = raw.subarray(split + 4)
-      const body = parsed['transfer-encoding'] === 'chunked' ? decodeChunked(rest) : rest
-      resolve({ status: Number(head[0]?.split(' ')[1]), headers: parsed, body: body.toString('utf8') })
-    })
+    socket.on('end', () => resolve(parseResponse(Buffer.concat(chunks))))
     const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Connection: close']
     for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`)
     socket.write(lines.join('\r\n') + '\r\n\r\n', 'latin1')
