@@ -108,7 +108,9 @@ async function buildRevocation (config: GatewayConfig, store: GatehouseStore | u
 async function buildRevocationRedis (config: GatewayConfig): Promise<FastifyInstance> {
   if (config.redisUrl === undefined) throw new Error('revoke-redis needs BENCH_REDIS_URL')
   // ioredis is an optional peer dependency of the package; only this contender needs it.
-  const { Redis } = await import('ioredis')
+  const { Redis } = await import('ioredis').catch(() => {
+    throw new Error('the revoke-redis contender needs ioredis beside fastify-gatehouse (npm install ioredis)')
+  })
   const client = new Redis(config.redisUrl)
   const app = await buildRevocation(config, redisStore({ client }))
   // The store never closes its client: its owner does, after the app closed.

@@ -166,6 +166,19 @@ export function evaluateTargets (loadRounds: LoadMeasurement[], streamRounds: St
   return out
 }
 
+/** The revocation pair's runs: req/s, latency and gateway CPU per request, no baseline to compare with. */
+export function revocationTable (results: LoadMeasurement[]): string {
+  const rows = results.map((m) => [
+    m.contender === 'revoke-redis' ? 'redisStore' : 'MemoryStore',
+    m.contender,
+    m.rps.toFixed(0) + (m.non2xx + m.errors > 0 ? ` (!${m.non2xx + m.errors} bad)` : ''),
+    m.p50Ms.toFixed(2),
+    m.p99Ms.toFixed(2),
+    m.cpuMicrosPerRequest.toFixed(0)
+  ])
+  return table(['store', 'contender', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req'], rows)
+}
+
 /**
  * Issue 15: what Redis costs against the MemoryStore when every request looks
  * its session up: the req/s ratio (redis/memory) and the added p99 in ms,
