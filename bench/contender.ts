@@ -1,7 +1,9 @@
 import type { ServerProcess } from './processes.js'
 
 export const CONTENDERS = ['direct', 'baseline', 'gatehouse'] as const
-export type ContenderName = typeof CONTENDERS[number]
+/** The revocation scenario's pair: gatehouse with per-request store lookups, MemoryStore against Redis. */
+export const REVOCATION_CONTENDERS = ['revoke-memory', 'revoke-redis'] as const
+export type ContenderName = typeof CONTENDERS[number] | typeof REVOCATION_CONTENDERS[number]
 
 /** One way of reaching the upstream, as the load generator sees it. */
 export interface Contender {

@@ -3,7 +3,8 @@ import type { FastifyInstance } from 'fastify'
 import fastifyCompress from '@fastify/compress'
 import fastifyHttpProxy from '@fastify/http-proxy'
 import fastifyJwt from '@fastify/jwt'
-import gatehouse from 'fastify-gatehouse'
+import gatehouse, { redisStore } from 'fastify-gatehouse'
+import type { GatehouseStore } from 'fastify-gatehouse'
 import { API_KEY_HEADER, PREFIX } from './shared.js'
 
 /** What every gateway contender is given. */
@@ -13,13 +14,15 @@ export interface GatewayConfig {
   apiKey: string
   /** zlib level for gzip; undefined keeps the default. Both gateways get the same. */
   gzipLevel?: number | undefined
+  /** The redis-server the `revoke-redis` contender keeps its store in. */
+  redisUrl?: string | undefined
 }
 
 function compressOptions (config: GatewayConfig): { zlibOptions?: { level: number } } {
   return config.gzipLevel === undefined ? {} : { zlibOptions: { level: config.gzipLevel } }
 }
 
-export const GATEWAYS = ['baseline', 'gatehouse'] as const
+export const GATEWAYS = ['baseline', 'gatehouse', 'revoke-memory', 'revoke-redis'] as const
 export type GatewayName = typeof GATEWAYS[number]
 
 // The same host settings for both: a bounded request time (Fastify's default
@@ -72,7 +75,52 @@ export async function buildGatehouse (config: GatewayConfig): Promise<FastifyIns
   return app
 }
 
+/** The login's user: the runner logs in as it, so each token has a session (`sid`) and a `jti`. */
+export const REVOCATION_USER = 'bench'
+
+/**
+ * Gatehouse with per-request revocation checks (issue 15): logout revokes
+ * access tokens and refresh is on, so every proxied request looks its
+ * token's session up in the store, once. `store` undefined keeps the
+ * default MemoryStore.
+ */
+async function buildRevocation (config: GatewayConfig, store: GatehouseStore | undefined): Promise<FastifyInstance> {
+  const app = Fastify(HOST_OPTIONS)
+  await app.register(gatehouse, {
+    auth: {
+      secret: config.jwtSecret,
+      // A plain comparison: the login runs once per contender, it is not measured.
+      login: { verify: async ({ username, password }) => username === REVOCATION_USER && password === config.apiKey ? { sub: REVOCATION_USER, role: 'reader' } : null },
+      refresh: true,
+      logout: { revokeAccessToken: true },
+      ...(store === undefined ? {} : { store })
+    },
+    compress: compressOptions(config),
+    targets: [{
+      prefix: PREFIX,
+      upstream: config.upstream,
+      credentials: { header: API_KEY_HEADER, value: config.apiKey }
+    }]
+  })
+  return app
+}
+
+async function buildRevocationRedis (config: GatewayConfig): Promise<FastifyInstance> {
+  if (config.redisUrl === undefined) throw new Error('revoke-redis needs BENCH_REDIS_URL')
+  // ioredis is an optional peer dependency of the package; only this contender needs it.
+  const { Redis } = await import('ioredis').catch(() => {
+    throw new Error('the revoke-redis contender needs ioredis beside fastify-gatehouse (npm install ioredis)')
+  })
+  const client = new Redis(config.redisUrl)
+  const app = await buildRevocation(config, redisStore({ client }))
+  // The store never closes its client: its owner does, after the app closed.
+  app.addHook('onClose', async () => { client.disconnect() })
+  return app
+}
+
 export const BUILDERS: Readonly<Record<GatewayName, (config: GatewayConfig) => Promise<FastifyInstance>>> = {
   baseline: buildBaseline,
-  gatehouse: buildGatehouse
+  gatehouse: buildGatehouse,
+  'revoke-memory': (config) => buildRevocation(config, undefined),
+  'revoke-redis': buildRevocationRedis
 }

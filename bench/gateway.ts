@@ -13,6 +13,7 @@ async function main (): Promise<void> {
     upstream: requireEnv('BENCH_UPSTREAM'),
     jwtSecret: requireEnv('BENCH_JWT_SECRET'),
     apiKey: requireEnv('BENCH_API_KEY'),
+    redisUrl: process.env.BENCH_REDIS_URL === '' ? undefined : process.env.BENCH_REDIS_URL,
     gzipLevel: process.env.BENCH_GZIP_LEVEL === undefined || process.env.BENCH_GZIP_LEVEL === '' ? undefined : Number(process.env.BENCH_GZIP_LEVEL)
   })
   const url = await app.listen({ port: 0, host: '127.0.0.1' })

@@ -166,6 +166,40 @@ export function evaluateTargets (loadRounds: LoadMeasurement[], streamRounds: St
   return out
 }
 
+/** The revocation pair's runs: req/s, latency and gateway CPU per request, no baseline to compare with. */
+export function revocationTable (results: LoadMeasurement[]): string {
+  const rows = results.map((m) => [
+    m.contender === 'revoke-redis' ? 'redisStore' : 'MemoryStore',
+    m.contender,
+    m.rps.toFixed(0) + (m.non2xx + m.errors > 0 ? ` (!${m.non2xx + m.errors} bad)` : ''),
+    m.p50Ms.toFixed(2),
+    m.p99Ms.toFixed(2),
+    m.cpuMicrosPerRequest.toFixed(0)
+  ])
+  return table(['store', 'contender', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req'], rows)
+}
+
+/**
+ * Issue 15: what Redis costs against the MemoryStore when every request looks
+ * its session up: the req/s ratio (redis/memory) and the added p99 in ms,
+ * each the median of per-round values (both measured in the same round).
+ */
+export function revocationText (loadRounds: LoadMeasurement[], scenario: string, redisGetsPerRequest: number[]): string {
+  const rps = pairedRatios(loadRounds, scenario, 'revoke-redis', 'revoke-memory', (m) => m.rps)
+  const added: number[] = []
+  for (const m of loadRounds) {
+    if (m.scenario !== scenario || m.contender !== 'revoke-redis') continue
+    const memory = loadRounds.find((o) => o.scenario === scenario && o.contender === 'revoke-memory' && o.round === m.round)
+    if (memory !== undefined) added.push(m.p99Ms - memory.p99Ms)
+  }
+  if (rps.length === 0) return 'revocation: no round measured both stores'
+  const each = (values: number[], unit: (v: number) => string): string => values.length < 2 ? '' : ` (rounds: ${values.map(unit).join(', ')})`
+  const ms = (v: number): string => `${v >= 0 ? '+' : ''}${v.toFixed(2)} ms`
+  const gets = redisGetsPerRequest.length === 0 ? '' : `; redis GETs per request ${middle(redisGetsPerRequest).toFixed(2)}`
+  return `revocation (issue 15), redis / memory: req/s ${middle(rps).toFixed(2)}x${each(rps, (v) => `${v.toFixed(2)}x`)}, ` +
+    `p99 ${ms(middle(added))}${each(added, ms)}${gets}`
+}
+
 export function targetsText (targets: TargetResult[]): string {
   return targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}`).join('\n')
 }

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { checkContender } from './checks.js'
-import { CONTENDERS } from './contender.js'
+import { CONTENDERS, REVOCATION_CONTENDERS } from './contender.js'
 import type { Contender, ContenderName } from './contender.js'
 import { downloadStream, uploadStream } from './http-client.js'
 import type { Transfer } from './http-client.js'
@@ -15,10 +15,11 @@ import { choosePinning, killAllSync, pinProcess, ServerProcess, stopAll } from '
 import type { Pinning } from './processes.js'
 import { formatProfile, readProfile } from './profile.js'
 import type { ProfileSummary } from './profile.js'
-import { evaluateTargets, loadTable, streamTable, targetsText } from './report.js'
+import { evaluateTargets, loadTable, revocationTable, revocationText, streamTable, targetsText } from './report.js'
 import type { LoadMeasurement, StreamMeasurement } from './report.js'
 import { catalogue, LARGE_BYTES, ROUTES, SMALL_BYTES } from './shared.js'
 import { signHs256 } from './token.js'
+import { checkRevocation, login, redisGets, startRedisServer } from './revocation.js'
 
 const HERE = fileURLToPath(new URL('.', import.meta.url))
 const RESULTS_DIR = `${HERE}results`
@@ -43,7 +44,9 @@ const LOAD_SCENARIOS: LoadScenario[] = [
   { name: '200kb-gzip', title: '200 KB gzip', path: ROUTES.large, gzip: true }
 ]
 const STREAM_SCENARIOS = ['stream-up', 'stream-down'] as const
-const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS]
+// Issue 15: its own contender pair (MemoryStore, Redis), the 2 KB request without gzip.
+const REVOCATION: LoadScenario = { name: 'revocation', title: '2 KB, revocation check', path: ROUTES.small, gzip: false }
+const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS, REVOCATION.name]
 
 const USAGE = `usage: npm run bench -- [options]
   --quick              smoke run: ${QUICK_DURATION_SEC} s per scenario, ${QUICK_STREAM_BYTES / MIB} MiB streamed
@@ -134,7 +137,8 @@ function timeBudgetMs (opts: Options): number {
   const streamRuns = opts.scenarios.length - loadRuns
   const perLoad = (opts.durationSec + opts.warmupSec) * 1000 + 25_000
   const perStream = streamTimeoutMs(opts.streamBytes) + 5_000
-  return 120_000 + opts.rounds * opts.contenders.length * (loadRuns * perLoad + streamRuns * perStream)
+  const revocation = opts.scenarios.includes(REVOCATION.name) ? 60_000 + opts.rounds * REVOCATION_CONTENDERS.length * perLoad : 0
+  return 120_000 + revocation + opts.rounds * opts.contenders.length * (loadRuns * perLoad + streamRuns * perStream)
 }
 
 function streamTimeoutMs (bytes: number): number {
@@ -144,6 +148,8 @@ function streamTimeoutMs (bytes: number): number {
 interface Fixture {
   upstream: ServerProcess
   apiKey: string
+  jwtSecret: string
+  env: NodeJS.ProcessEnv
   contenders: Contender[]
 }
 
@@ -161,7 +167,9 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
     { label: 'the API key instead of a token', headers: { 'x-api-key': apiKey } }
   ]
   const contenders: Contender[] = []
-  for (const name of opts.contenders) {
+  // The revocation scenario brings its own contenders.
+  const standard = opts.scenarios.some((s) => s !== REVOCATION.name)
+  for (const name of standard ? opts.contenders : []) {
     if (name === 'direct') {
       contenders.push({
         name,
@@ -176,7 +184,33 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
     const gateway = await ServerProcess.start(name, `${HERE}gateway.ts`, [name], { env: { ...env, BENCH_UPSTREAM: upstream.url }, nodeFlags, ...cpu })
     contenders.push({ name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, refused: gatewayRefused })
   }
-  return { upstream, apiKey, contenders }
+  return { upstream, apiKey, jwtSecret, env, contenders }
+}
+
+/**
+ * The revocation pair: a redis-server of its own, both gateways started, a
+ * login each (the token then has a session and a jti), checked before timing.
+ */
+async function startRevocation (fixture: Fixture, pinning: Pinning | undefined, profileDir: string | undefined): Promise<{ contenders: Contender[], redisPort: number, failures: Record<string, string[]> }> {
+  const redis = await startRedisServer(pinning?.serverCpu)
+  console.log(`revocation: redis-server ${redis.url} (--save "" --appendonly no)`)
+  const contenders: Contender[] = []
+  const failures: Record<string, string[]> = {}
+  for (const name of REVOCATION_CONTENDERS) {
+    const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}/${name}`]
+    const env = { ...fixture.env, BENCH_UPSTREAM: fixture.upstream.url, BENCH_REDIS_URL: name === 'revoke-redis' ? redis.url : '' }
+    try {
+      const gateway = await ServerProcess.start(name, `${HERE}gateway.ts`, [name], { env, nodeFlags, ...(pinning === undefined ? {} : { cpu: pinning.serverCpu }) })
+      const token = await login(gateway.url, fixture.apiKey)
+      const contender: Contender = { name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, refused: [] }
+      failures[name] = await checkRevocation(contender, fixture.apiKey, name === 'revoke-redis' ? redis.port : undefined)
+      if (failures[name].length === 0) contenders.push(contender)
+    } catch (err) {
+      failures[name] = [err instanceof Error ? err.message : String(err)]
+    }
+    console.log(`check ${name}: ${failures[name]?.length === 0 ? 'ok (sid and jti in the token, every response 200, a logged-out token refused' + (name === 'revoke-redis' ? ', one redis GET per request)' : ')') : `FAILED\n  ${failures[name]?.join('\n  ')}`}`)
+  }
+  return { contenders, redisPort: redis.port, failures }
 }
 
 async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
@@ -318,6 +352,8 @@ async function main (): Promise<number> {
     console.log(`check ${contender.name}: ${failures.length === 0 ? `ok (with Accept-Encoding: gzip, ${gzipped})` : `FAILED\n  ${failures.join('\n  ')}`}`)
     if (failures.length === 0) correct.push(contender)
   }
+  const revocation = opts.scenarios.includes(REVOCATION.name) ? await startRevocation(fixture, pinning, profileDir) : undefined
+  if (revocation !== undefined) Object.assign(checks, revocation.failures)
   console.log()
 
   const loadRuns: LoadMeasurement[] = []
@@ -325,6 +361,8 @@ async function main (): Promise<number> {
   const served = new Map<ContenderName, number>()
   const loadScenarios = LOAD_SCENARIOS.filter((s) => opts.scenarios.includes(s.name))
   const streamScenarios = STREAM_SCENARIOS.filter((s) => opts.scenarios.includes(s))
+  // Redis GETs per response of each timed revoke-redis run: about 1 when every request is checked.
+  const redisGetsPerRequest: number[] = []
   for (let round = 0; round < opts.rounds; round++) {
     // Contenders take turns going first, so none always runs on a cold or hot machine.
     const order = rotate(correct, round)
@@ -336,6 +374,16 @@ async function main (): Promise<number> {
         console.log(`  ${scenario.name.padEnd(11)} ${contender.name.padEnd(9)} ${measurement.rps.toFixed(0).padStart(7)} req/s  p99 ${measurement.p99Ms.toFixed(2)} ms  ${measurement.cpuMicrosPerRequest.toFixed(0)} us CPU/req`)
         await sleep(SETTLE_MS)
       }
+    }
+    for (const contender of rotate(revocation?.contenders ?? [], round)) {
+      const gets = revocation === undefined ? 0 : redisGets(revocation.redisPort)
+      const { warmup, measurement } = await measureLoad(loader, fixture, contender, REVOCATION, opts, pinning, round)
+      const perRequest = revocation === undefined ? 0 : (redisGets(revocation.redisPort) - gets) / Math.max(1, warmup.requests + measurement.requests)
+      if (contender.name === 'revoke-redis') redisGetsPerRequest.push(perRequest)
+      served.set(contender.name, (served.get(contender.name) ?? 0) + warmup.requests + measurement.requests)
+      loadRuns.push(measurement)
+      console.log(`  ${REVOCATION.name.padEnd(11)} ${contender.name.padEnd(13)} ${measurement.rps.toFixed(0).padStart(7)} req/s  p99 ${measurement.p99Ms.toFixed(2)} ms  ${measurement.cpuMicrosPerRequest.toFixed(0)} us CPU/req${measurement.non2xx + measurement.errors > 0 ? `  (!${measurement.non2xx + measurement.errors} bad)` : ''}${contender.name === 'revoke-redis' ? `  ${perRequest.toFixed(2)} redis GET/req` : ''}`)
+      await sleep(SETTLE_MS)
     }
     for (const scenario of streamScenarios) {
       for (const contender of order) {
@@ -361,12 +409,23 @@ async function main (): Promise<number> {
       if (runs.length > 0) stream.push(median(runs, (m) => m.mibPerSec))
     }
   }
+  for (const contender of revocation?.contenders ?? []) {
+    const runs = loadRuns.filter((m) => m.scenario === REVOCATION.name && m.contender === contender.name)
+    if (runs.length > 0) load.push(median(runs, (m) => m.rps))
+  }
   const targets = evaluateTargets(loadRuns, streamRuns)
-  const titles = Object.fromEntries(LOAD_SCENARIOS.map((s) => [s.name, s.title]))
+  const titles = Object.fromEntries([...LOAD_SCENARIOS, REVOCATION].map((s) => [s.name, s.title]))
 
   console.log()
-  if (load.length > 0) {
-    console.log(loadTable(load, titles))
+  const revocationLoad = load.filter((m) => m.scenario === REVOCATION.name)
+  const standardLoad = load.filter((m) => m.scenario !== REVOCATION.name)
+  if (revocationLoad.length > 0) {
+    console.log(`${REVOCATION.title} (GET, no gzip), auth.refresh and auth.logout.revokeAccessToken on: one store lookup per request`)
+    console.log(revocationTable(revocationLoad))
+    console.log(`${revocationText(loadRuns, REVOCATION.name, redisGetsPerRequest)}\n`)
+  }
+  if (standardLoad.length > 0) {
+    console.log(loadTable(standardLoad, titles))
     console.log('(direct: the load generator calls the upstream itself, which never compresses; CPU for direct is the upstream\'s)\n')
   }
   if (stream.length > 0) console.log(`${streamTable(stream)}\n`)
@@ -406,6 +465,7 @@ async function main (): Promise<number> {
     stream,
     rounds: { load: loadRuns, stream: streamRuns },
     targets,
+    ...(revocation === undefined ? {} : { revocation: { redisGetsPerRequest } }),
     ...(profiles === undefined ? {} : { profiles: Object.fromEntries(Object.entries(profiles).map(([name, p]) => [name, { ...p, functions: p.functions.slice(0, 50) }])) })
   }
   await mkdir(RESULTS_DIR, { recursive: true })
