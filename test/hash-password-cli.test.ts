@@ -1,4 +1,5 @@
 import t from 'tap'
+import { TSX_CHILD_ENV } from './helpers/cli.js'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { verifyPassword } from '../lib/index.js'
@@ -11,7 +12,7 @@ import { verifyPassword } from '../lib/index.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 // Without tap's NODE_OPTIONS the child starts as a user's would.
-const env = { ...process.env, NODE_OPTIONS: '' }
+const env = { ...process.env, ...TSX_CHILD_ENV }
 const CLI = `${JSON.stringify(process.execPath)} --import tsx lib/cli/hash-password.ts`
 
 interface Terminal { output: () => string, waitFor: (text: string) => Promise<void>, type: (text: string) => void, exit: Promise<number | null> }

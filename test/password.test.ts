@@ -1,4 +1,5 @@
 import t from 'tap'
+import { TSX_CHILD_ENV } from './helpers/cli.js'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { FastifyRequest } from 'fastify'
@@ -147,7 +148,7 @@ interface CliResult { code: number | null, stdout: string, stderr: string }
 function runCli (stdin: string): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     // Without tap's NODE_OPTIONS the child starts as a user's would, and fast.
-    const env = { ...process.env, NODE_OPTIONS: '' }
+    const env = { ...process.env, ...TSX_CHILD_ENV }
     const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/hash-password.ts'], { cwd: ROOT, env, stdio: 'pipe' })
     let stdout = ''
     let stderr = ''
