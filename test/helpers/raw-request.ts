@@ -25,18 +25,9 @@ function decodeChunked (raw: Buffer): Buffer {
  * fails if the server has not closed the connection by the deadline.
  */
 export function rawGet (base: string, path: string, headers: Record<string, string> = {}): Promise<RawResponse> {
-  const port = Number(new URL(base).port)
-  let socket: ReturnType<typeof connect> | undefined
-  return within(new Promise<RawResponse>((resolve, reject) => {
-    socket = connect(port, '127.0.0.1')
-    const chunks: Buffer[] = []
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
-    socket.on('error', reject)
-    socket.on('end', () => resolve(parseResponse(Buffer.concat(chunks))))
-    const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Connection: close']
-    for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`)
-    socket.write(lines.join('\r\n') + '\r\n\r\n', 'latin1')
-  }), { message: `the response to GET ${path}` }).finally(() => socket?.destroy())
+  const head = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${new URL(base).port}`, 'Connection: close']
+  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`)
+  return rawRequest(base, head)
 }
 
 /** Reads one response off a socket's bytes: status, headers and body (de-chunked). */
