@@ -39,7 +39,7 @@ export type {
   BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure
 } from './types.js'
 export type {
-  AllowRule, AuthOptions, CredentialsVerifier, GatehouseClaims, GatehouseContext, GatehouseOptions, HeaderMap,
+  AllowRule, AuthOptions, IdentityOptions, IdentityTokenOptions, CredentialsVerifier, GatehouseClaims, GatehouseContext, GatehouseOptions, HeaderMap,
   RewriteFunction, TenantRule,
   LoginCredentials, LoginOptions, Middleware, MiddlewareEntry, Next, PhaseName, ProxyRequest,
   ProxyResponse, ResponseBody, TargetCredentials, ComputedCredentials, CredentialsFunction, TargetInfo, TargetOptions, TimeoutOptions, TokenAlgorithm,

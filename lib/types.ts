@@ -421,6 +421,45 @@ export interface TenantRule<Claims extends GatehouseClaims = GatehouseClaims> {
 export type RewriteFunction<State extends object = object, Claims extends GatehouseClaims = GatehouseClaims> =
   (ctx: GatehouseContext<State, Claims>) => string | Promise<string>
 
+/**
+ * A short-lived token the gateway signs for one upstream, so the upstream can
+ * verify who called it without ever seeing the caller's own token.
+ * @example { audience: 'inventory', expiresIn: '1m', claims: ['sub', 'role'] }
+ */
+export interface IdentityTokenOptions<Claims extends GatehouseClaims = GatehouseClaims> {
+  /** The `aud` of the minted token: this upstream's name for itself; not `auth.audience`. */
+  audience: string
+  /** Lifetime, seconds or `'30s'`, `'2m'`; 1 s to 1 h. Default 60 s. */
+  expiresIn?: number | string
+  /** The caller's claims copied into the token (missing ones are left out). Default `['sub']`. */
+  claims?: Array<Extract<keyof Claims, string>>
+  /**
+   * The header that carries it: `authorization` (default) gets `Bearer <token>`,
+   * any other header the bare token.
+   * @example 'x-gatehouse-identity'
+   */
+  header?: string
+}
+
+/**
+ * Who the verified caller is, sent to the upstream: chosen claims as headers,
+ * a token minted for the upstream, or both. The caller's own copies of these
+ * headers are always removed.
+ * @example { headers: { 'x-user-id': 'sub', 'x-user-role': 'role' } }
+ * @example { token: { audience: 'billing' } }
+ */
+export interface IdentityOptions<Claims extends GatehouseClaims = GatehouseClaims> {
+  /**
+   * Header name to claim name. A string, number or boolean claim is sent,
+   * percent-encoded where it holds anything but visible ASCII (and `%`); a
+   * missing, empty or non-scalar claim sends no header.
+   * @example { 'x-user-id': 'sub', 'x-user-role': 'role' }
+   */
+  headers?: Record<string, Extract<keyof Claims, string>>
+  /** A token minted per caller for this upstream, signed with the gateway's current key. */
+  token?: IdentityTokenOptions<Claims>
+}
+
 export interface TargetOptions<State extends object = Record<string, unknown>, Claims extends GatehouseClaims = GatehouseClaims> {
   /** Name used in logs and `ctx.target`. Default: the prefix. */
   name?: string
@@ -461,6 +500,12 @@ export interface TargetOptions<State extends object = Record<string, unknown>, C
   tenant?: TenantRule<Claims>
   /** Credentials injected into every upstream request. */
   credentials?: TargetCredentials
+  /**
+   * The verified caller's identity sent upstream, as headers and/or a token
+   * the gateway mints for this upstream. See the README, "Identity sent upstream".
+   * @example { headers: { 'x-user-id': 'sub' }, token: { audience: 'inventory' } }
+   */
+  identity?: IdentityOptions<Claims>
   /** Runs after the token check, `allow` and `tenant`, before any upstream contact; false gives 403. */
   authorize?: (ctx: GatehouseContext<State, Claims>) => boolean | Promise<boolean>
   /** Skip the token check for this target. Default false. */

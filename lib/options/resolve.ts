@@ -7,6 +7,7 @@ import { resolveKeys } from '../auth/keys-options.js'
 import { resolveRules } from '../auth/rules-options.js'
 import { resolveRewrite } from '../proxy/rewrite-options.js'
 import { resolveHeaderPolicy } from '../proxy/headers-options.js'
+import { resolveIdentity } from '../proxy/identity-options.js'
 import { resolvePathGuard } from '../proxy/path.js'
 import { resolveShutdown, resolveTransport } from '../transport/options.js'
 import { resolveCors, resolveTargetCors } from '../cors/options.js'
@@ -39,7 +40,7 @@ const LOGIN_KEYS = ['path', 'verify', 'throttle', 'concurrency', 'queue']
 const TARGET_KEYS = [
   'name', 'prefix', 'upstream', 'rewritePrefix', 'rewrite', 'allow', 'tenant', 'credentials', 'authorize', 'public',
   'middleware', 'state', 'timeouts', 'maxBufferedBody', 'onUpstreamError', 'websocket', 'cors', 'transport',
-  'forwardHeaders', 'hideResponseHeaders'
+  'forwardHeaders', 'hideResponseHeaders', 'identity'
 ]
 const TIMEOUT_KEYS = ['connect', 'response', 'idle', 'total', 'queue']
 const CREDENTIALS_SHAPE = '{ header, value }, { bearer }, { basic: { username, password } } or { headers, compute }'
@@ -177,7 +178,7 @@ function resolvePaths (value: unknown): Required<PathOptions> {
   return { caseInsensitive: opts.caseInsensitive !== false }
 }
 
-function resolveTarget (value: unknown, index: number, cors: ResolvedCors | undefined): Omit<ResolvedTarget, 'pathGuard'> {
+function resolveTarget (value: unknown, index: number, cors: ResolvedCors | undefined, auth: ResolvedAuth): Omit<ResolvedTarget, 'pathGuard'> {
   const at = `targets[${index}]`
   if (!isObject(value)) fail(at, 'an object { prefix, upstream, ... }')
   knownKeys(value, at, TARGET_KEYS)
@@ -204,6 +205,13 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
   }
 
   const credentials = resolveCredentials(target.credentials, `${at}.credentials`)
+  const identity = resolveIdentity(target, at, {
+    // The deprecated bare function declares no names: identity refuses it.
+    credentialNames: typeof target.credentials === 'function' ? undefined : credentialNames(credentials),
+    signing: auth.keys.ring[0],
+    issuer: auth.issuer,
+    audience: auth.audience
+  })
   return {
     name: target.name === undefined ? prefix : optionalString(target.name, `${at}.name`) as string,
     prefix,
@@ -217,6 +225,7 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
     rewrite: resolveRewrite(target, prefix, at),
     rules: resolveRules(target, prefix, at),
     credentials,
+    identity,
     authorize: target.authorize,
     public: target.public === true,
     middleware: resolveMiddleware(target.middleware, `${at}.middleware`),
@@ -226,7 +235,7 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
     onUpstreamError: target.onUpstreamError,
     websocket: resolveWebSocket(target.websocket, `${at}.websocket`),
     transport: resolveTransport(target.transport, target.upstream, at),
-    headerPolicy: resolveHeaderPolicy(target, credentialNames(credentials), at),
+    headerPolicy: resolveHeaderPolicy(target, [...credentialNames(credentials), ...(identity?.names ?? [])], at),
     cors: resolveTargetCors(target.cors, `${at}.cors`, cors)
   }
 }
@@ -239,7 +248,7 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (!Array.isArray(opts.targets)) fail('targets', 'an array of targets')
   const cors = opts.cors === undefined ? undefined : resolveCors(opts.cors, 'cors')
   const { caseInsensitive } = resolvePaths(opts.paths)
-  const resolved = opts.targets.map((target, index) => resolveTarget(target, index, cors))
+  const resolved = opts.targets.map((target, index) => resolveTarget(target, index, cors, auth))
   const prefixes = resolved.map((target) => target.prefix)
   const targets: ResolvedTarget[] = resolved.map((target) => ({ ...target, pathGuard: resolvePathGuard(target.prefix, prefixes, caseInsensitive) }))
   const seen = new Set<string>()

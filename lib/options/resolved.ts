@@ -4,6 +4,7 @@ import type { ResolvedLifecycle } from '../auth/lifecycle-options.js'
 import type { ResolvedRules } from '../auth/rules-options.js'
 import type { ResolvedCors } from '../cors/options.js'
 import type { ResolvedHeaderPolicy } from '../proxy/headers-options.js'
+import type { ResolvedIdentity } from '../proxy/identity-options.js'
 import type { ResolvedPathGuard } from '../proxy/path.js'
 import type { ResolvedRewrite } from '../proxy/rewrite-options.js'
 import type { ResolvedTransport } from '../transport/options.js'
@@ -62,6 +63,8 @@ export interface ResolvedTarget {
   /** `allow` and `tenant`, `undefined` when neither is set. */
   readonly rules: ResolvedRules | undefined
   readonly credentials: ResolvedCredentials
+  /** The caller's identity sent upstream (headers, minted token), `undefined` when off. */
+  readonly identity: ResolvedIdentity | undefined
   readonly authorize: TargetOptions<any>['authorize']
   readonly public: boolean
   readonly middleware: readonly ResolvedMiddleware[]

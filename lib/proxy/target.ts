@@ -11,6 +11,7 @@ import { admit } from './admit.js'
 import { GatewayResponse, handleUpstreamError, isStream, replyFromBody, requestPayload } from './context.js'
 import type { RequestContext } from './context.js'
 import { incomingHeaders, outgoingHeaders, varyOnEncoding } from './headers.js'
+import { createMinter, withIdentityHeaders } from './identity.js'
 import { assertInsideBase, isAllowedPath, upstreamPath } from './path.js'
 import { splitUrl } from './prefix.js'
 import { upstreamError } from './upstream-errors.js'
@@ -78,7 +79,9 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const strip = new Set(injected !== undefined
       ? Object.keys(injected)
       : target.credentials.kind === 'computed' ? target.credentials.names : [])
-    const run = compose(target.middleware)
+    // Identity headers are on the outgoing request before the first middleware, upgrades included.
+    const run = withIdentityHeaders(compose(target.middleware), target.identity)
+    const mint = target.identity?.token === undefined ? undefined : createMinter(target.identity.token)
     const bufferUpTo = target.transport.bufferResponses
 
     async function credentialHeaders (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
@@ -97,6 +100,12 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       return headers
     }
 
+    // The token minted for the upstream travels like a credential: on the wire only.
+    async function upstreamCredentials (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
+      const credentials = injected ?? await credentialHeaders(ctx)
+      return mint === undefined ? credentials : { ...credentials, ...mint(ctx) }
+    }
+
     async function callUpstream (ctx: GatehouseContext<any>): Promise<void> {
       // ctx.respond() before next() answers without the upstream.
       if (ctx.response !== undefined) return
@@ -107,7 +116,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // The caller's copies of the credentials were dropped; the target's go
       // on the wire only, so no middleware sees (or logs) them. Host is set by
       // the dispatcher, for the upstream it picks.
-      const credentials = injected ?? await credentialHeaders(ctx)
+      const credentials = mint === undefined && injected !== undefined ? injected : await upstreamCredentials(ctx)
       const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply)
       const ifNoneMatch = headers['if-none-match']
       if (typeof ifNoneMatch === 'string') headers['if-none-match'] = upstreamIfNoneMatch(ifNoneMatch)
@@ -238,7 +247,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       return
     }
     // @fastify/websocket takes a wsHandler on a GET route only: GET carries both.
-    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders, refuse: (reply, response) => send(reply, response, bufferUpTo) })
+    const ws = websocketRoute(scope, { target, settings: target.websocket, tokens, info, strip, run, credentialHeaders: upstreamCredentials, refuse: (reply, response) => send(reply, response, bufferUpTo) })
     const otherMethods = METHODS.filter((method) => method !== 'GET')
     for (const url of ['/', '/*']) {
       scope.route({ ...routeOptions, url, method: otherMethods })
