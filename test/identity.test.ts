@@ -9,7 +9,8 @@ import type { BuildOptions } from './helpers/app.js'
 import { upstreamFor } from './helpers/upstream.js'
 import { within } from './helpers/wait.js'
 import { startWsUpstream } from './helpers/ws-upstream.js'
-import { headerSafe } from '../lib/proxy/identity.js'
+import { createMinter, headerSafe } from '../lib/proxy/identity.js'
+import type { GatehouseContext } from '../lib/index.js'
 import type { GatehouseOptions, TargetOptions } from '../lib/index.js'
 
 /*
@@ -237,10 +238,32 @@ t.test('a WebSocket upgrade carries the same identity headers and token, never t
   t.equal(payload.sub, 'alice')
 })
 
+t.test('the minter renews a token after half its life and keeps at most 1000 callers', async (t) => {
+  const mint = createMinter({
+    key: SECRET, algorithm: 'HS256', kid: undefined, issuer: undefined, audience: 'x', expiresInSeconds: 60, claims: ['sub'], header: 'authorization', scheme: 'Bearer '
+  })
+  const as = (sub: string) => ({ user: { sub } }) as unknown as GatehouseContext<any>
+  const realNow = Date.now
+  t.teardown(() => { Date.now = realNow })
+  let now = realNow()
+  // The clock is stepped by hand: no test waits for 30 s to pass.
+  Date.now = () => now
+  const first = mint(as('alice'))
+  now += 29_999
+  t.equal(mint(as('alice')), first, 'reused within the first half-life')
+  now += 1
+  const renewed = mint(as('alice'))
+  t.not(renewed.authorization, first.authorization, 'minted again at half-life')
+  for (let i = 0; i < 1000; i++) mint(as(`user-${i}`))
+  t.not(mint(as('alice')), renewed, 'the oldest caller was dropped when 1000 others came')
+  t.equal(mint(as('user-999')), mint(as('user-999')), 'recent callers stay')
+})
+
 const { publicKey: VERIFY_ONLY_KEY } = esKeys()
 const REFUSED: Array<[string, Partial<TargetOptions<any>>, Partial<GatehouseOptions['auth']>, string]> = [
   ['an unknown identity key', { identity: { heders: { 'x-user-id': 'sub' } } as never }, {}, 'targets\\[0\\]\\.identity\\.heders.*did you mean "headers"'],
   ['an unknown token key', { identity: { token: { audiance: 'x' } } as never }, { audience: AUDIENCE }, 'targets\\[0\\]\\.identity\\.token\\.audiance.*did you mean "audience"'],
+  ['an identity that is not an object', { identity: true as never }, {}, 'targets\\[0\\]\\.identity"'],
   ['an empty identity', { identity: {} }, {}, 'targets\\[0\\]\\.identity"'],
   ['empty headers', { identity: { headers: {} } }, {}, 'targets\\[0\\]\\.identity\\.headers"'],
   ['an invalid header name', { identity: { headers: { 'x user': 'sub' } } }, {}, 'identity\\.headers\\.x user'],
