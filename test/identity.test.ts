@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { generateKeyPairSync } from 'node:crypto'
+import { Writable } from 'node:stream'
 import { connect } from 'node:net'
 import { createVerifier } from 'fast-jwt'
 import { request } from 'undici'
@@ -9,6 +10,10 @@ import type { BuildOptions } from './helpers/app.js'
 import { upstreamFor } from './helpers/upstream.js'
 import { within } from './helpers/wait.js'
 import { startWsUpstream } from './helpers/ws-upstream.js'
+import { INVENTORY_KEY, JWT_SECRET, shopToken, TRANSACTIONS_KEY } from './helpers/erp.js'
+import { buildGateway } from '../examples/erp/gateway.js'
+import { buildInventoryService } from '../examples/erp/inventory-service.js'
+import { buildTransactionsService } from '../examples/erp/transactions-service.js'
 import { createMinter, headerSafe } from '../lib/proxy/identity.js'
 import type { GatehouseContext } from '../lib/index.js'
 import type { GatehouseOptions, TargetOptions } from '../lib/index.js'
@@ -257,6 +262,53 @@ t.test('the minter renews a token after half its life and keeps at most 1000 cal
   for (let i = 0; i < 1000; i++) mint(as(`user-${i}`))
   t.not(mint(as('alice')), renewed, 'the oldest caller was dropped when 1000 others came')
   t.equal(mint(as('user-999')), mint(as('user-999')), 'recent callers stay')
+})
+
+t.test('ERP example: the services log the shop the gateway vouches for, and assume none without it', async (t) => {
+  const lines: Array<Record<string, unknown>> = []
+  const stream = new Writable({
+    write (chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString('utf8')) as Record<string, unknown>)
+      done()
+    }
+  })
+  const inventoryService = buildInventoryService({ apiKey: INVENTORY_KEY, logger: { level: 'info', stream } })
+  const transactionsService = buildTransactionsService({ apiKey: TRANSACTIONS_KEY, logger: { level: 'info', stream } })
+  const inventory = await inventoryService.listen({ host: '127.0.0.1', port: 0 })
+  const transactions = await transactionsService.listen({ host: '127.0.0.1', port: 0 })
+  const gatewayApp = await buildGateway({
+    transactionsUrl: transactions, inventoryUrl: inventory, transactionsApiKey: TRANSACTIONS_KEY, inventoryApiKey: INVENTORY_KEY, jwtSecret: JWT_SECRET
+  })
+  const gateway = await gatewayApp.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => {
+    await gatewayApp.close()
+    await Promise.all([inventoryService.close(), transactionsService.close()])
+  })
+  const seen: Array<Record<string, unknown>> = []
+  inventoryService.server.on('request', (req) => seen.push({ ...req.headers }))
+
+  const token = await shopToken(gateway, 'WAL001')
+  const spoofed = { authorization: `Bearer ${token}`, 'x-gatehouse-user': 'BBY001', 'x-gatehouse-role': 'admin' }
+  for (const path of ['/shops/WAL001/inventory', '/inventory']) {
+    const res = await request(`${gateway}${path}`, { headers: spoofed })
+    t.equal(res.statusCode, 200, path)
+    t.match(await res.body.json(), [{ shopId: 'WAL001' }])
+  }
+  t.match(seen, [{ 'x-gatehouse-user': 'WAL001', 'x-gatehouse-role': 'shop' }, { 'x-gatehouse-user': 'WAL001', 'x-gatehouse-role': 'shop' }])
+  t.match(lines.filter((line) => line.msg === 'called by shop'), [{ shop: 'WAL001', url: '/shops/WAL001/inventory' }, { shop: 'WAL001' }])
+
+  // Directly, with the key: no header, no shop assumed; a named shop must match the path.
+  const direct = await request(`${inventory}/shops/BBY001/inventory`, { headers: { 'x-api-key': INVENTORY_KEY } })
+  t.equal(direct.statusCode, 200)
+  await direct.body.dump()
+  t.match(lines.at(-1), { msg: 'called without a shop identity (API key holder)', url: '/shops/BBY001/inventory' })
+  t.notOk('shop' in (lines.at(-1) as object))
+  const other = await request(`${transactions}/shops/BBY001/transactions`, { headers: { 'x-api-key': TRANSACTIONS_KEY, 'x-gatehouse-user': 'WAL001' } })
+  t.equal(other.statusCode, 403)
+  await other.body.dump()
+  const keyless = await request(`${transactions}/shops/WAL001/transactions`, { headers: { 'x-gatehouse-user': 'WAL001' } })
+  t.equal(keyless.statusCode, 401, 'the header means nothing without the key')
+  await keyless.body.dump()
 })
 
 const { publicKey: VERIFY_ONLY_KEY } = esKeys()

@@ -53,6 +53,12 @@ export const logRequests: Middleware = async (ctx: GatehouseContext, next: Next)
   }
 }
 
+/**
+ * The verified shop, sent to the services (which log it): the token's `sub`
+ * and `role`. A caller's own `X-Gatehouse-User` is always dropped first.
+ */
+const verifiedShop = { headers: { 'x-gatehouse-user': 'sub', 'x-gatehouse-role': 'role' } } as const
+
 // A shop may only reach its own data: the `:shopId` in the path must be the token's `sub`.
 const ownShopOnly = (ctx: GatehouseContext): boolean => ctx.params.shopId === ctx.user?.sub
 
@@ -73,6 +79,7 @@ function tokenRouted (service: 'transactions' | 'inventory', upstream: string, a
     rewrite: `/shops/{claims.sub}/${service}`,
     allow: { anyRole: ['shop'] },
     credentials: { header: 'X-API-Key', value: apiKey },
+    identity: verifiedShop,
     middleware: [{ phase: Phase.clientEdge, handler: logRequests }]
   }
 }
@@ -117,6 +124,7 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
         prefix: '/shops/:shopId/transactions',
         upstream: opts.transactionsUrl,
         credentials: { header: 'X-API-Key', value: opts.transactionsApiKey },
+        identity: verifiedShop,
         authorize: ownShopOnly,
         middleware: [{ phase: Phase.clientEdge, handler: logRequests }],
         // The live feed (/shops/:shopId/transactions/live): the same token
@@ -128,6 +136,7 @@ export async function buildGateway (opts: GatewayOptions): Promise<FastifyInstan
         prefix: '/shops/:shopId/inventory',
         upstream: opts.inventoryUrl,
         credentials: { header: 'X-API-Key', value: opts.inventoryApiKey },
+        identity: verifiedShop,
         authorize: ownShopOnly,
         middleware: [{ phase: Phase.clientEdge, handler: logRequests }]
       },

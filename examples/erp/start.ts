@@ -7,7 +7,7 @@ import { buildTransactionsService } from './transactions-service.js'
 
 /*
  * `npm start`: both demo services and the gateway in one process, all on
- * 127.0.0.1. Only the gateway logs requests; the services log warnings only.
+ * 127.0.0.1. The gateway logs each request; the services log which shop called them.
  */
 const HOST = '127.0.0.1'
 
@@ -24,11 +24,11 @@ async function main (): Promise<void> {
   }
 
   try {
-    const transactions = buildTransactionsService({ apiKey: transactionsApiKey, logger: { level: 'warn' } })
+    const transactions = buildTransactionsService({ apiKey: transactionsApiKey, logger: { level: 'info' } })
     servers.push(transactions)
     const transactionsUrl = await transactions.listen({ host: HOST, port: portFromEnv('TRANSACTIONS_PORT', 8001) })
 
-    const inventory = buildInventoryService({ apiKey: inventoryApiKey, logger: { level: 'warn' } })
+    const inventory = buildInventoryService({ apiKey: inventoryApiKey, logger: { level: 'info' } })
     servers.push(inventory)
     const inventoryUrl = await inventory.listen({ host: HOST, port: portFromEnv('INVENTORY_PORT', 8002) })
 
