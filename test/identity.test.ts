@@ -45,8 +45,15 @@ t.test('chosen claims arrive as headers; missing, empty and non-scalar claims se
   const { upstream, app } = await oneTarget(t, {
     identity: {
       headers: {
-        'X-User-Id': 'sub', 'x-user-role': 'role', 'x-shop-no': 'shopNo', 'x-staff': 'staff',
-        'x-missing': 'nickname', 'x-groups': 'groups', 'x-address': 'address', 'x-empty': 'empty', 'x-null': 'gone'
+        'X-User-Id': 'sub',
+        'x-user-role': 'role',
+        'x-shop-no': 'shopNo',
+        'x-staff': 'staff',
+        'x-missing': 'nickname',
+        'x-groups': 'groups',
+        'x-address': 'address',
+        'x-empty': 'empty',
+        'x-null': 'gone'
       }
     }
   })
