@@ -116,7 +116,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
       // The caller's copies of the credentials were dropped; the target's go
       // on the wire only, so no middleware sees (or logs) them. Host is set by
       // the dispatcher, for the upstream it picks.
-      const credentials = mint === undefined && injected !== undefined ? injected : await upstreamCredentials(ctx)
+      const credentials = mint === undefined ? injected ?? await credentialHeaders(ctx) : await upstreamCredentials(ctx)
       const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply)
       const ifNoneMatch = headers['if-none-match']
       if (typeof ifNoneMatch === 'string') headers['if-none-match'] = upstreamIfNoneMatch(ifNoneMatch)
