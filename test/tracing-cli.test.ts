@@ -4,7 +4,9 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { request } from 'undici'
+import { context, propagation, trace } from '@opentelemetry/api'
 import { loadConfig } from '../lib/cli/config.js'
+import { startTracing } from '../lib/cli/tracing.js'
 import { serveCli } from './helpers/cli.js'
 import { upstreamFor } from './helpers/upstream.js'
 
@@ -94,4 +96,19 @@ t.test('the tracing section is checked like the rest of the file', async (t) => 
   const ok = await loadConfig(join(root, 'ok.yaml'), env)
   t.same(ok.settings.tracing, { serviceName: 'gatehouse', url: 'http://127.0.0.1:4318/v1/traces' })
   t.equal(ok.options.tracing, true, 'the plugin uses the provider the command registers')
+})
+
+t.test('startTracing registers a provider globally and its stop flushes the batch to the endpoint', async (t) => {
+  const otlp = await receiver(t)
+  const stop = await startTracing({ serviceName: 'in-process', url: otlp.url })
+  t.teardown(() => {
+    trace.disable()
+    context.disable()
+    propagation.disable()
+  })
+  trace.getTracer('test').startSpan('unit').end()
+  t.equal(otlp.exports.length, 0, 'batched, not sent span by span')
+  await stop()
+  const spans = otlp.exports.flatMap((entry) => entry.body.resourceSpans.flatMap((batch) => batch.scopeSpans.flatMap((scope) => scope.spans)))
+  t.same(spans.map((span) => span.name), ['unit'])
 })
