@@ -48,7 +48,8 @@ function config (upstream: string, tracing: string): string {
   return [
     'listen: { host: 127.0.0.1, port: 0 }',
     'logging: { level: warn }',
-    `auth: { secret: '\${JWT_SECRET}', login: false }`,
+    // The file's own ${NAME} interpolation, not JavaScript's.
+    'auth: { secret: \'${JWT_SECRET}\', login: false }', // eslint-disable-line no-template-curly-in-string
     'targets:',
     `  - { name: orders, prefix: /api, upstream: '${upstream}', public: true }`,
     tracing

@@ -279,3 +279,18 @@ t.test('a WebSocket handshake gets the middleware and upstream spans and sends t
   t.equal(client101.attributes['http.response.status_code'], 101)
   t.equal(upstream.handshakes[0]?.headers.traceparent, `00-${client101.spanContext().traceId}-${client101.spanContext().spanId}-01`)
 })
+
+t.test('the OpenTelemetry packages are never imported statically: with tracing off they are not loaded', async (t) => {
+  const { readdir, readFile } = await import('node:fs/promises')
+  const files = (await readdir(new URL('../lib', import.meta.url), { recursive: true })).filter((file) => file.endsWith('.ts'))
+  t.ok(files.length > 20)
+  const statics: string[] = []
+  for (const file of files) {
+    const text = await readFile(new URL(`../lib/${file}`, import.meta.url), 'utf8')
+    // Each import statement up to its `from '...'`, single- or multi-line.
+    for (const match of text.matchAll(/^import (?!type )[\s\S]*?from '([^']+)'/gm)) {
+      if (/^(@opentelemetry\/|@fastify\/otel$)/.test(match[1] as string)) statics.push(`${file}: ${match[0]}`)
+    }
+  }
+  t.same(statics, [], 'only `import type` (erased) and `await import()` at register')
+})
