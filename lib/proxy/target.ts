@@ -82,11 +82,12 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
     // Tracing wraps these once, here: with it off, requests pay no check at all.
     const traced = tracing?.target(target.name, target.origin)
     const composed = compose(target.middleware)
+    const tracedRun = traced === undefined || target.middleware.length === 0 ? undefined : traced.run(composed, target.middleware.length)
     const run: typeof composed = traced === undefined
       ? composed
-      : target.middleware.length === 0
+      : tracedRun === undefined
         ? (ctx, terminal) => traced.upstream(terminal)(ctx)
-        : (ctx, terminal) => traced.run(composed, target.middleware.length)(ctx, traced.upstream(terminal))
+        : (ctx, terminal) => tracedRun(ctx, traced.upstream(terminal))
     const admitted: typeof admit = traced === undefined
       ? admit
       : (target, info, outgoing, request, reply) => traced.admitted(request, admit(target, info, outgoing, request, reply))
