@@ -10,6 +10,7 @@ import { registerCors } from './cors/register.js'
 import { gatehouseErrorHandler } from './error-handler.js'
 import { lifecycleRoutes } from './auth/lifecycle-options.js'
 import { resolveOptions } from './options/resolve.js'
+import { createTracing } from './observe/tracing.js'
 import { targetScope } from './proxy/target.js'
 import { deferContinue } from './transport/expect-continue.js'
 import { gracefulShutdown } from './transport/shutdown.js'
@@ -52,6 +53,8 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
 
   await fastify.register(async function gatehouseScope (scope: FastifyInstance) {
     scope.setErrorHandler(gatehouseErrorHandler)
+    // First of all: the server span opens before any other hook of the scope runs.
+    const tracing = options.tracing === undefined ? undefined : await createTracing(scope, options.tracing)
     // First hook of the scope: preflights are answered before the shutdown
     // drain and the targets' token check, and errors keep its headers.
     if (options.cors !== undefined || options.targets.some((target) => target.cors !== undefined)) {
@@ -72,7 +75,7 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
     registerRefresh(scope, options.auth, tokens, lifecycle.sessions)
     registerLogout(scope, options.auth, tokens, lifecycle)
     for (const target of options.targets) {
-      await scope.register(targetScope(target, tokens), { prefix: target.prefix === '/' ? '' : target.prefix })
+      await scope.register(targetScope(target, tokens, tracing), { prefix: target.prefix === '/' ? '' : target.prefix })
     }
   })
 }

@@ -643,6 +643,32 @@ export interface GatehouseOptions {
    * @example { caseInsensitive: false }
    */
   paths?: PathOptions
+  /**
+   * OpenTelemetry tracing, off by default: a server span per request (through
+   * `@fastify/otel`), child spans for admission, middleware and the upstream
+   * call, and W3C `traceparent`/`tracestate` sent upstream. Needs the optional
+   * peers `@opentelemetry/api` and `@fastify/otel` installed. `true` uses the
+   * globally registered tracer provider.
+   * @example { tracerProvider: provider }
+   */
+  tracing?: boolean | TracingOptions
+}
+
+/**
+ * An OpenTelemetry `TracerProvider`, typed by shape so that the package's
+ * types do not need `@opentelemetry/api` installed.
+ */
+export interface TracerProviderLike {
+  getTracer: (name: string, version?: string) => unknown
+}
+
+export interface TracingOptions {
+  /**
+   * Where the gateway's spans go; default: the provider registered globally
+   * with `@opentelemetry/api` (what `NodeTracerProvider#register()` does).
+   * @example new NodeTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] })
+   */
+  tracerProvider?: TracerProviderLike
 }
 
 /** How the path guard reads request paths. */

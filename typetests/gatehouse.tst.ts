@@ -259,3 +259,15 @@ describe('errors users get', () => {
     expect<TargetOptions<string>>().type.toRaiseError("Type 'string' does not satisfy the constraint 'object'")
   })
 })
+
+describe('README: tracing', () => {
+  test('tracing takes true, false or an OpenTelemetry tracer provider', async () => {
+    const { NodeTracerProvider } = await import('@opentelemetry/sdk-trace-node')
+    const provider = new NodeTracerProvider()
+    const base = { auth: { secret: 's', login: false as const }, targets: [] }
+    expect({ ...base, tracing: true }).type.toBeAssignableTo<GatehouseOptions>()
+    expect({ ...base, tracing: { tracerProvider: provider } }).type.toBeAssignableTo<GatehouseOptions>()
+    expect({ ...base, tracing: { tracerProvider: {} } }).type.not.toBeAssignableTo<GatehouseOptions>()
+    expect({ ...base, tracing: 'on' }).type.not.toBeAssignableTo<GatehouseOptions>()
+  })
+})

@@ -10,6 +10,7 @@ import { ConfigFileError } from '../errors.js'
 import { OPTION_KEYS, resolveOptions } from '../options/resolve.js'
 import { boolean, fail, integer, isObject, knownKeys, milliseconds, object, optionalString } from '../options/validate.js'
 import type { GatehouseOptions, GatehouseStore } from '../types.js'
+import type { TracingSettings } from './tracing.js'
 
 /*
  * A gateway config file (YAML or JSON) becomes the plugin's own options,
@@ -27,6 +28,8 @@ export const DEFAULT_PORT = 8080
 export const DEFAULT_HOST = '0.0.0.0'
 /** Fastify's default is no limit on slow request bodies; nginx gives 60 s. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000
+/** The OpenTelemetry `service.name` of the gateway's spans unless `tracing.serviceName` says otherwise. */
+export const DEFAULT_SERVICE_NAME = 'gatehouse'
 
 // `${NAME}` or `${NAME:-fallback}`; NAME_FILE names a file holding the value.
 const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
@@ -47,6 +50,8 @@ export interface CliSettings {
   readonly workers: number | 'auto'
   /** How `auth.store` was given: with several workers a per-process memory store must be accepted explicitly. */
   readonly store: 'memory' | 'memory-per-worker' | 'redis'
+  /** `tracing`: the OpenTelemetry SDK each serving process sets up, `undefined` when off. */
+  readonly tracing?: TracingSettings
 }
 
 /** A loaded and validated config file. */
@@ -166,14 +171,26 @@ function resolveSettings (top: Record<string, unknown>, store: CliSettings['stor
     },
     logging: { level, requests: boolean(logging.requests, 'logging.requests', true) },
     workers,
-    store
+    store,
+    ...(top.tracing === undefined ? {} : { tracing: tracingSettings(top.tracing) })
   }
+}
+
+/** `tracing: { serviceName?, otlp: { url } }`: the file names an exporter, the plugin gets `tracing: true`. */
+function tracingSettings (value: unknown): TracingSettings {
+  const tracing = object(value, 'tracing', ['serviceName', 'otlp'], '{ serviceName?, otlp: { url } }')
+  const otlp = object(tracing.otlp, 'tracing.otlp', ['url'])
+  const url = optionalString(otlp.url, 'tracing.otlp.url')
+  if (url === undefined || !/^https?:\/\/[^/]/.test(url)) fail('tracing.otlp.url', 'the http:// or https:// URL of an OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces)')
+  return { serviceName: optionalString(tracing.serviceName, 'tracing.serviceName') ?? DEFAULT_SERVICE_NAME, url }
 }
 
 /** The plugin's options from the file: users, store and module references turned into what the plugin takes. */
 async function pluginOptions (top: Record<string, unknown>, dir: string): Promise<{ store: CliSettings['store'], options: GatehouseOptions, redis?: RedisConnection }> {
   const options: Record<string, unknown> = {}
   for (const key of OPTION_KEYS) if (top[key] !== undefined) options[key] = top[key]
+  // The file's `tracing` configures the SDK (resolveSettings); the plugin uses the provider it registers.
+  if (top.tracing !== undefined) options.tracing = true
   let store: CliSettings['store'] = 'memory'
   let redis: RedisConnection | undefined
   if (isObject(top.auth)) {

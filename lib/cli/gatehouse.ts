@@ -10,6 +10,7 @@ import { loadConfig } from './config.js'
 import type { CliSettings, GatewayConfig } from './config.js'
 import { checkWorkers, reportListening, runPrimary, workerCount } from './workers.js'
 import { main as hashPasswordMain } from './hash-password.js'
+import { startTracing } from './tracing.js'
 import type { CliIo } from './hash-password.js'
 
 /*
@@ -62,6 +63,8 @@ export async function buildServer (config: GatewayConfig): Promise<FastifyInstan
 
 /** Starts the gateway; resolves once listening, with its address. Closes on SIGTERM or SIGINT. */
 async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
+  // Before the server: the plugin takes the tracer provider registered globally.
+  const stopTracing = config.settings.tracing === undefined ? undefined : await startTracing(config.settings.tracing)
   const app = await buildServer(config)
   const address = await app.listen({ host: config.settings.listen.host, port: config.settings.listen.port })
   // One plain line, whatever the log level: scripts and tests read the bound port from it.
@@ -74,7 +77,13 @@ async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
       if (stopping) return
       stopping = true
       // The plugin's graceful shutdown drains proxied requests within shutdown.drainTimeout.
-      app.close().then(() => resolve(0), (err: unknown) => {
+      app.close().then(async () => {
+        // After the drain, so the drained requests' spans go out too.
+        await stopTracing?.().catch((err: unknown) => {
+          io.errors.write(`gatehouse: flushing spans failed: ${err instanceof Error ? err.message : String(err)}\n`)
+        })
+        resolve(0)
+      }, (err: unknown) => {
         io.errors.write(`gatehouse: close failed: ${err instanceof Error ? err.message : String(err)}\n`)
         resolve(1)
       })

@@ -13,7 +13,7 @@ import { resolveShutdown, resolveTransport } from '../transport/options.js'
 import { resolveCors, resolveTargetCors } from '../cors/options.js'
 import type { ResolvedCors } from '../cors/options.js'
 import type {
-  AuthOptions, CredentialsFunction, GatehouseOptions, Middleware, PathOptions, TargetOptions, TokenAlgorithm
+  AuthOptions, CredentialsFunction, GatehouseOptions, Middleware, PathOptions, TargetOptions, TokenAlgorithm, TracerProviderLike
 } from '../types.js'
 import type { ResolvedAuth, ResolvedCredentials, ResolvedMiddleware, ResolvedOptions, ResolvedTarget } from './resolved.js'
 import {
@@ -31,7 +31,7 @@ const ALGORITHMS = new Set<TokenAlgorithm>([
 ])
 
 // The keys of each option object (see `object` in validate.ts: others fail with a hint).
-export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths']
+export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths', 'tracing']
 const AUTH_KEYS = [
   'algorithm', 'secret', 'privateKey', 'publicKey', 'expiresIn', 'issuer', 'audience', 'clockTolerance',
   'login', 'refresh', 'logout', 'store', 'keys', 'jwks', 'jwksRoute'
@@ -268,5 +268,16 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (opts.compress !== undefined && opts.compress !== false && !isObject(opts.compress)) {
     fail('compress', 'false or @fastify/compress options')
   }
-  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown), cors }
+  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown), cors, tracing: resolveTracing(opts.tracing) }
+}
+
+function resolveTracing (value: unknown): ResolvedOptions['tracing'] {
+  if (value === undefined || value === false) return undefined
+  if (value === true) return { tracerProvider: undefined }
+  const opts = object(value, 'tracing', ['tracerProvider'], 'true, false or { tracerProvider? }')
+  const provider = opts.tracerProvider
+  if (provider !== undefined && (!isObject(provider) || typeof provider.getTracer !== 'function')) {
+    fail('tracing.tracerProvider', 'an OpenTelemetry TracerProvider (an object with getTracer)')
+  }
+  return { tracerProvider: provider as TracerProviderLike | undefined }
 }

@@ -8,7 +8,7 @@ import type { ResolvedIdentity } from '../proxy/identity-options.js'
 import type { ResolvedPathGuard } from '../proxy/path.js'
 import type { ResolvedRewrite } from '../proxy/rewrite-options.js'
 import type { ResolvedTransport } from '../transport/options.js'
-import type { CredentialsFunction, CredentialsVerifier, Middleware, TargetOptions, TokenAlgorithm } from '../types.js'
+import type { CredentialsFunction, CredentialsVerifier, Middleware, TargetOptions, TokenAlgorithm, TracerProviderLike } from '../types.js'
 import type { ResolvedWebSocket } from '../ws/options.js'
 
 /*
@@ -92,4 +92,6 @@ export interface ResolvedOptions {
   readonly shutdown: { readonly drainTimeout: number | undefined }
   /** The top-level CORS policy (token routes, default of targets), `undefined` when off. */
   readonly cors: ResolvedCors | undefined
+  /** OpenTelemetry tracing, `undefined` when off. */
+  readonly tracing: { readonly tracerProvider: TracerProviderLike | undefined } | undefined
 }

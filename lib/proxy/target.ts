@@ -21,6 +21,7 @@ import { bracketCompression, upstreamIfNoneMatch } from './validators.js'
 import { checkRequestOrigin } from '../transport/public-origin.js'
 import { rewriteResponseHeaders } from './rewrite-headers.js'
 import { websocketRoute } from '../ws/upgrade.js'
+import type { Tracing } from '../observe/tracing.js'
 
 // TRACE and CONNECT are never proxied (cross-site tracing, tunnels).
 const METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']
@@ -58,7 +59,7 @@ function safeErrorLog (err: Error): Record<string, unknown> {
  * One encapsulated scope per target: its own connection pool, reply-from,
  * raw body pass-through, token check, authorization and middleware.
  */
-export function targetScope (target: ResolvedTarget, tokens: TokenService) {
+export function targetScope (target: ResolvedTarget, tokens: TokenService, tracing?: Tracing) {
   return async function gatehouseTarget (scope: FastifyInstance): Promise<void> {
     const upstream = createTargetTransport(target, scope)
     scope.addHook('onClose', upstream.close)
@@ -79,9 +80,21 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     const strip = new Set(injected !== undefined
       ? Object.keys(injected)
       : target.credentials.kind === 'computed' ? target.credentials.names : [])
+    // Tracing wraps these once, here: with it off, requests pay no check at all.
+    const traced = tracing?.target(target.name, target.origin)
+    const composed = compose(target.middleware)
+    const tracedRun = traced === undefined || target.middleware.length === 0 ? undefined : traced.run(composed, target.middleware.length)
+    const chain: typeof composed = traced === undefined
+      ? composed
+      : tracedRun === undefined
+        ? (ctx, terminal) => traced.upstream(terminal)(ctx)
+        : (ctx, terminal) => tracedRun(ctx, traced.upstream(terminal))
     // Identity headers are on the outgoing request before the first middleware, upgrades included.
-    const run = withIdentityHeaders(compose(target.middleware), target.identity)
+    const run = withIdentityHeaders(chain, target.identity)
     const mint = target.identity?.token === undefined ? undefined : createMinter(target.identity.token)
+    const admitted: typeof admit = traced === undefined
+      ? admit
+      : (target, info, outgoing, request, reply) => traced.admitted(request, admit(target, info, outgoing, request, reply))
     const bufferUpTo = target.transport.bufferResponses
 
     async function credentialHeaders (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
@@ -208,7 +221,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
         query,
         headers: outgoingHeaders(request, target.headerPolicy)
       }
-      const ctx = await admit(target, info, outgoing, request, reply)
+      const ctx = await admitted(target, info, outgoing, request, reply)
 
       try {
         await run(ctx, callUpstream)
@@ -228,8 +241,9 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService) {
     }
 
     const guardPath = pathGuard(target)
-    const onRequest = target.public ? [guardPath] : [guardPath, requireToken(tokens)]
+    const onRequest = [guardPath, ...(traced === undefined ? [] : [traced.startAdmission]), ...(target.public ? [] : [requireToken(tokens)])]
     const routeOptions = {
+      ...(traced === undefined ? {} : { onError: traced.failed, onSend: traced.serverStatus }),
       method: METHODS,
       handler: forward,
       onRequest,
