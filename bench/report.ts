@@ -35,6 +35,8 @@ export interface TargetResult {
   target: string
   measured: string
   met: boolean
+  /** A ratio printed for reading, with no target attached (met is then meaningless). */
+  info?: boolean
 }
 
 const MIB = 1024 * 1024
@@ -58,6 +60,7 @@ export function loadTable (results: LoadMeasurement[], titles: Record<string, st
   const rows = results.map((m) => {
     const baseline = find(results, m.scenario, 'baseline')
     const direct = find(results, m.scenario, 'direct')
+    const floor = find(results, m.scenario, 'floor')
     const flagged = m.non2xx + m.errors > 0 ? ` (!${m.non2xx + m.errors} bad)` : ''
     return [
       titles[m.scenario] ?? m.scenario,
@@ -69,10 +72,13 @@ export function loadTable (results: LoadMeasurement[], titles: Record<string, st
       m.contender === 'baseline' ? '' : ratio(m.rps, baseline?.rps),
       m.contender === 'direct' ? '' : ratio(m.rps, direct?.rps),
       // CPU per request moves less than req/s when neighbours steal the core.
-      m.contender === 'gatehouse' ? ratio(m.cpuMicrosPerRequest, baseline?.cpuMicrosPerRequest) : ''
+      m.contender === 'gatehouse' ? ratio(m.cpuMicrosPerRequest, baseline?.cpuMicrosPerRequest) : '',
+      // Issue 18: what gatehouse costs beyond the bare reply-from + compress floor.
+      m.contender === 'gatehouse' ? ratio(m.rps, floor?.rps) : '',
+      m.contender === 'gatehouse' ? ratio(m.cpuMicrosPerRequest, floor?.cpuMicrosPerRequest) : ''
     ]
   })
-  return table(['scenario', 'contender', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req', 'req/s vs baseline', 'req/s vs direct', 'CPU vs baseline'], rows)
+  return table(['scenario', 'contender', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req', 'req/s vs baseline', 'req/s vs direct', 'CPU vs baseline', 'req/s vs floor', 'CPU vs floor'], rows)
 }
 
 function mib (bytes: number | null): string {
@@ -96,10 +102,15 @@ export function streamTable (results: StreamMeasurement[]): string {
   return table(['transfer', 'contender', 'MiB/s', 'seconds', 'CPU us/MiB', 'RSS before MiB', 'RSS peak MiB', 'growth MiB', 'vs baseline', 'vs direct'], rows)
 }
 
-// From the issue: gatehouse / baseline req/s at least this, per scenario.
-const RPS_TARGETS: Record<string, number> = { '2kb': 1.2, '2kb-gzip': 2.0, '200kb-gzip': 1.2 }
+// gatehouse / baseline req/s at least this, per scenario. Issue 18 set 2 KB
+// to "never slower" (1.0) and 200 KB gzip to parity; 2 KB gzip keeps issue
+// 6's 2.0 (issue 18 did not revisit it).
+const RPS_TARGETS: Record<string, number> = { '2kb': 1.0, '2kb-gzip': 2.0, '200kb-gzip': 1.0 }
+// Issue 18's stretch: gatehouse's CPU per 2 KB request within this of the floor's.
+const FLOOR_CPU_TARGETS: Record<string, number> = { '2kb': 1.1 }
 const MAX_STREAM_RSS_GROWTH = 64 * MIB
-const MIN_STREAM_SHARE_OF_DIRECT = 0.5
+// Issue 18: against the hand-assembled gateway on the same transfer (no longer half of direct).
+const MIN_STREAM_SHARE_OF_BASELINE = 0.9
 
 /** The median of numbers (the mean of the middle two for an even count). */
 function middle (values: number[]): number {
@@ -144,6 +155,16 @@ export function evaluateTargets (loadRounds: LoadMeasurement[], streamRounds: St
     const p99 = pairedRatios(loadRounds, scenario, 'gatehouse', 'baseline', (m) => m.p99Ms)
     out.push({ target: `${scenario}: gatehouse p99 <= baseline p99 (ratio <= 1)`, measured: ratios(p99), met: middle(p99) <= 1 })
   }
+  for (const scenario of Object.keys(RPS_TARGETS)) {
+    const cpu = pairedRatios(loadRounds, scenario, 'gatehouse', 'floor', (m) => m.cpuMicrosPerRequest)
+    if (cpu.length === 0) continue
+    const wanted = FLOOR_CPU_TARGETS[scenario]
+    out.push(wanted === undefined
+      ? { target: `${scenario}: gatehouse/floor CPU per request`, measured: ratios(cpu), met: true, info: true }
+      : { target: `${scenario}: gatehouse/floor CPU per request <= ${wanted}x`, measured: ratios(cpu), met: middle(cpu) <= wanted })
+    const rps = pairedRatios(loadRounds, scenario, 'gatehouse', 'floor', (m) => m.rps)
+    out.push({ target: `${scenario}: gatehouse/floor req/s`, measured: ratios(rps), met: true, info: true })
+  }
   for (const scenario of new Set(streamRounds.map((m) => m.scenario))) {
     const runs = streamRounds.filter((m) => m.scenario === scenario && m.contender === 'gatehouse')
     if (runs.length === 0) continue
@@ -155,13 +176,17 @@ export function evaluateTargets (loadRounds: LoadMeasurement[], streamRounds: St
       met: runs.every((m) => m.ok) && growth !== null && growth < MAX_STREAM_RSS_GROWTH
     })
     const ok = streamRounds.filter((m) => m.ok)
-    const share = pairedRatios(ok, scenario, 'gatehouse', 'direct', (m) => m.mibPerSec)
-    if (share.length === 0) continue
-    out.push({
-      target: `${scenario}: gatehouse throughput >= 0.5x direct`,
-      measured: ratios(share),
-      met: middle(share) >= MIN_STREAM_SHARE_OF_DIRECT
-    })
+    const share = pairedRatios(ok, scenario, 'gatehouse', 'baseline', (m) => m.mibPerSec)
+    if (share.length > 0) {
+      out.push({
+        target: `${scenario}: gatehouse throughput >= ${MIN_STREAM_SHARE_OF_BASELINE}x baseline`,
+        measured: ratios(share),
+        met: middle(share) >= MIN_STREAM_SHARE_OF_BASELINE
+      })
+    }
+    // The gateway and the upstream share one core here: for reading only (issue 18 dropped that target).
+    const direct = pairedRatios(ok, scenario, 'gatehouse', 'direct', (m) => m.mibPerSec)
+    if (direct.length > 0) out.push({ target: `${scenario}: gatehouse/direct throughput`, measured: ratios(direct), met: true, info: true })
   }
   return out
 }
@@ -201,5 +226,5 @@ export function revocationText (loadRounds: LoadMeasurement[], scenario: string,
 }
 
 export function targetsText (targets: TargetResult[]): string {
-  return targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}`).join('\n')
+  return targets.map((t) => `  ${t.info === true ? 'info  ' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}`).join('\n')
 }

@@ -176,13 +176,15 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
         url: upstream.url,
         measured: upstream,
         credentials: { 'x-api-key': apiKey },
+        authenticates: true,
         refused: [{ label: 'a wrong API key', headers: { 'x-api-key': 'wrong' } }]
       })
       continue
     }
     const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}/${name}`]
     const gateway = await ServerProcess.start(name, `${HERE}gateway.ts`, [name], { env: { ...env, BENCH_UPSTREAM: upstream.url }, nodeFlags, ...cpu })
-    contenders.push({ name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, refused: gatewayRefused })
+    // The floor gets the token too, so it forwards (and drops) the same Authorization.
+    contenders.push({ name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, authenticates: name !== 'floor', refused: name === 'floor' ? [] : gatewayRefused })
   }
   return { upstream, apiKey, jwtSecret, env, contenders }
 }
@@ -202,7 +204,7 @@ async function startRevocation (fixture: Fixture, pinning: Pinning | undefined, 
     try {
       const gateway = await ServerProcess.start(name, `${HERE}gateway.ts`, [name], { env, nodeFlags, ...(pinning === undefined ? {} : { cpu: pinning.serverCpu }) })
       const token = await login(gateway.url, fixture.apiKey)
-      const contender: Contender = { name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, refused: [] }
+      const contender: Contender = { name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, authenticates: true, refused: [] }
       failures[name] = await checkRevocation(contender, fixture.apiKey, name === 'revoke-redis' ? redis.port : undefined)
       if (failures[name].length === 0) contenders.push(contender)
     } catch (err) {
