@@ -11,12 +11,14 @@ import { downloadStream, uploadStream } from './http-client.js'
 import type { Transfer } from './http-client.js'
 import { chooseLoadGenerator } from './load.js'
 import type { LoadGenerator, LoadResult } from './load.js'
-import { choosePinning, killAllSync, pinProcess, ServerProcess, stopAll } from './processes.js'
+import { choosePinning, fdLimit, killAllSync, pinProcess, ServerProcess, stopAll } from './processes.js'
 import type { Pinning } from './processes.js'
 import { formatProfile, readProfile } from './profile.js'
 import type { ProfileSummary } from './profile.js'
-import { evaluateTargets, loadTable, revocationTable, revocationText, streamTable, targetsText } from './report.js'
+import { evaluateTargets, loadTable, revocationTable, revocationText, scaleTable, scaleTargets, streamTable, targetsText } from './report.js'
 import type { LoadMeasurement, StreamMeasurement } from './report.js'
+import { measureIdle, measureTunnels, SCALE_CONTENDERS, SCALE_COUNTS, SCALE_SCENARIOS } from './scale.js'
+import type { ScaleContext, ScaleMeasurement, ScaleScenario } from './scale.js'
 import { catalogue, LARGE_BYTES, ROUTES, SMALL_BYTES } from './shared.js'
 import { signHs256 } from './token.js'
 import { checkRevocation, login, redisGets, startRedisServer } from './revocation.js'
@@ -37,19 +39,23 @@ const MIN_STREAM_MIB_PER_SEC = 8
 const RSS_SAMPLE_MS = 50
 const SETTLE_MS = 300
 
-interface LoadScenario { name: string, title: string, path: string, gzip: boolean }
+interface LoadScenario { name: string, title: string, path: string, gzip: boolean, headers?: Record<string, string> }
 const LOAD_SCENARIOS: LoadScenario[] = [
   { name: '2kb', title: '2 KB', path: ROUTES.small, gzip: false },
   { name: '2kb-gzip', title: '2 KB gzip', path: ROUTES.small, gzip: true },
-  { name: '200kb-gzip', title: '200 KB gzip', path: ROUTES.large, gzip: true }
+  { name: '200kb-gzip', title: '200 KB gzip', path: ROUTES.large, gzip: true },
+  // Issue 18: a new client connection per request (the gateway closes after answering).
+  { name: 'churn', title: '2 KB, Connection: close', path: ROUTES.small, gzip: false, headers: { connection: 'close' } }
 ]
 const STREAM_SCENARIOS = ['stream-up', 'stream-down'] as const
 // Issue 15: its own contender pair (MemoryStore, Redis), the 2 KB request without gzip.
 const REVOCATION: LoadScenario = { name: 'revocation', title: '2 KB, revocation check', path: ROUTES.small, gzip: false }
-const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS, REVOCATION.name]
+const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS, REVOCATION.name, ...SCALE_SCENARIOS]
+// Longest a scale run may take beyond its timed parts (starting, opening, checking, closing).
+const SCALE_OVERHEAD_MS = 150_000
 
 const USAGE = `usage: npm run bench -- [options]
-  --quick              smoke run: ${QUICK_DURATION_SEC} s per scenario, ${QUICK_STREAM_BYTES / MIB} MiB streamed
+  --quick              smoke run: ${QUICK_DURATION_SEC} s per scenario, ${QUICK_STREAM_BYTES / MIB} MiB streamed, ${SCALE_COUNTS['ws-tunnels'].quick} tunnels, ${SCALE_COUNTS['idle-keepalive'].quick} idle connections
   --duration N         seconds per timed run (default ${DEFAULT_DURATION_SEC})
   --warmup N           seconds of warm-up before each timed run (default ${DEFAULT_WARMUP_SEC})
   --only a,b           scenarios: ${ALL_SCENARIOS.join(', ')}
@@ -133,12 +139,15 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 /** Longest a whole run may take: every loader and transfer is bounded, this bounds the rest. */
 function timeBudgetMs (opts: Options): number {
-  const loadRuns = opts.scenarios.filter((s) => !STREAM_SCENARIOS.includes(s as typeof STREAM_SCENARIOS[number])).length
-  const streamRuns = opts.scenarios.length - loadRuns
+  const loadRuns = opts.scenarios.filter((s) => LOAD_SCENARIOS.some((l) => l.name === s)).length
+  const streamRuns = opts.scenarios.filter((s) => STREAM_SCENARIOS.includes(s as typeof STREAM_SCENARIOS[number])).length
+  const scaleRuns = opts.scenarios.filter((s) => SCALE_SCENARIOS.includes(s as ScaleScenario)).length
+  // ws-tunnels: one timed trickle; idle-keepalive: warm-up and two probes.
+  const perScale = (opts.warmupSec + 2 * opts.durationSec) * 1000 + SCALE_OVERHEAD_MS
   const perLoad = (opts.durationSec + opts.warmupSec) * 1000 + 25_000
   const perStream = streamTimeoutMs(opts.streamBytes) + 5_000
   const revocation = opts.scenarios.includes(REVOCATION.name) ? 60_000 + opts.rounds * REVOCATION_CONTENDERS.length * perLoad : 0
-  return 120_000 + revocation + opts.rounds * opts.contenders.length * (loadRuns * perLoad + streamRuns * perStream)
+  return 120_000 + revocation + opts.rounds * (opts.contenders.length * (loadRuns * perLoad + streamRuns * perStream) + SCALE_CONTENDERS.length * scaleRuns * perScale)
 }
 
 function streamTimeoutMs (bytes: number): number {
@@ -151,6 +160,9 @@ interface Fixture {
   jwtSecret: string
   env: NodeJS.ProcessEnv
   contenders: Contender[]
+  /** What every gateway accepts, and what each must refuse (for the scale scenarios). */
+  token: string
+  gatewayRefused: Contender['refused']
 }
 
 async function startFixture (opts: Options, pinning: Pinning | undefined, profileDir: string | undefined): Promise<Fixture> {
@@ -158,7 +170,9 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
   const jwtSecret = randomBytes(32).toString('hex')
   const cpu = pinning === undefined ? {} : { cpu: pinning.serverCpu }
   const env = { ...process.env, BENCH_API_KEY: apiKey, BENCH_JWT_SECRET: jwtSecret, BENCH_GZIP_LEVEL: String(opts.gzipLevel ?? '') }
-  const upstream = await ServerProcess.start('upstream', `${HERE}upstream.ts`, [], { env, ...cpu })
+  // The tunnels' far end holds one descriptor per tunnel.
+  const nofile = opts.scenarios.includes('ws-tunnels') ? fdLimit(SCALE_COUNTS['ws-tunnels'].full + 1024) : undefined
+  const upstream = await ServerProcess.start('upstream', `${HERE}upstream.ts`, [], { env, ...cpu, ...(nofile === undefined ? {} : { nofile }) })
 
   const token = signHs256({ sub: 'bench', role: 'reader' }, jwtSecret)
   const gatewayRefused: Contender['refused'] = [
@@ -167,8 +181,8 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
     { label: 'the API key instead of a token', headers: { 'x-api-key': apiKey } }
   ]
   const contenders: Contender[] = []
-  // The revocation scenario brings its own contenders.
-  const standard = opts.scenarios.some((s) => s !== REVOCATION.name)
+  // The revocation and scale scenarios bring their own gateways.
+  const standard = opts.scenarios.some((s) => LOAD_SCENARIOS.some((l) => l.name === s) || STREAM_SCENARIOS.includes(s as typeof STREAM_SCENARIOS[number]))
   for (const name of standard ? opts.contenders : []) {
     if (name === 'direct') {
       contenders.push({
@@ -186,7 +200,7 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
     // The floor gets the token too, so it forwards (and drops) the same Authorization.
     contenders.push({ name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, authenticates: name !== 'floor', refused: name === 'floor' ? [] : gatewayRefused })
   }
-  return { upstream, apiKey, jwtSecret, env, contenders }
+  return { upstream, apiKey, jwtSecret, env, contenders, token, gatewayRefused }
 }
 
 /**
@@ -218,7 +232,7 @@ async function startRevocation (fixture: Fixture, pinning: Pinning | undefined, 
 async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
   const spec = {
     url: contender.url + scenario.path,
-    headers: { ...contender.credentials, ...(scenario.gzip ? { 'accept-encoding': 'gzip' } : {}) },
+    headers: { ...contender.credentials, ...(scenario.gzip ? { 'accept-encoding': 'gzip' } : {}), ...scenario.headers },
     connections: CONNECTIONS,
     ...(pinning === undefined ? {} : { cpu: pinning.loaderCpu })
   }
@@ -365,6 +379,20 @@ async function main (): Promise<number> {
   const streamScenarios = STREAM_SCENARIOS.filter((s) => opts.scenarios.includes(s))
   // Redis GETs per response of each timed revoke-redis run: about 1 when every request is checked.
   const redisGetsPerRequest: number[] = []
+  const scaleScenarios = SCALE_SCENARIOS.filter((s) => opts.scenarios.includes(s))
+  const scaleContenders = SCALE_CONTENDERS.filter((name) => opts.contenders.includes(name))
+  const scaleRuns: ScaleMeasurement[] = []
+  const scaleContext: ScaleContext = {
+    loader,
+    upstream: fixture.upstream,
+    env: fixture.env,
+    credentials: { authorization: `Bearer ${fixture.token}` },
+    refused: fixture.gatewayRefused,
+    pinning,
+    quick: opts.quick,
+    durationSec: opts.durationSec,
+    warmupSec: opts.warmupSec
+  }
   for (let round = 0; round < opts.rounds; round++) {
     // Contenders take turns going first, so none always runs on a cold or hot machine.
     const order = rotate(correct, round)
@@ -395,6 +423,15 @@ async function main (): Promise<number> {
         await sleep(SETTLE_MS)
       }
     }
+    for (const scenario of scaleScenarios) {
+      for (const name of rotate(scaleContenders, round)) {
+        const m = scenario === 'ws-tunnels' ? await measureTunnels(name, scaleContext, round) : await measureIdle(name, scaleContext, round)
+        scaleRuns.push(m)
+        const alone = m.aloneP99Ms === null ? '' : `  p99 alone ${m.aloneP99Ms.toFixed(2)} ms`
+        console.log(`  ${scenario.padEnd(14)} ${name.padEnd(9)} ${m.established}/${m.count} held  ${m.kibPerConnection?.toFixed(1) ?? '-'} KiB/conn  p50 ${m.p50Ms.toFixed(2)} ms  p99 ${m.p99Ms.toFixed(2)} ms${alone}${m.ok ? '' : `\n    FAILED: ${m.failures.join('\n    ')}`}`)
+        await sleep(SETTLE_MS)
+      }
+    }
   }
 
   const load: LoadMeasurement[] = []
@@ -415,7 +452,15 @@ async function main (): Promise<number> {
     const runs = loadRuns.filter((m) => m.scenario === REVOCATION.name && m.contender === contender.name)
     if (runs.length > 0) load.push(median(runs, (m) => m.rps))
   }
-  const targets = evaluateTargets(loadRuns, streamRuns)
+  const targets = [...evaluateTargets(loadRuns, streamRuns), ...scaleTargets(scaleRuns)]
+  const scale: ScaleMeasurement[] = []
+  for (const scenario of scaleScenarios) {
+    for (const name of scaleContenders) {
+      const runs = scaleRuns.filter((m) => m.scenario === scenario && m.contender === name)
+      if (runs.length > 0) scale.push(median(runs, (m) => m.p99Ms))
+    }
+  }
+  const scaleFailures = scaleRuns.filter((m) => !m.ok)
   const titles = Object.fromEntries([...LOAD_SCENARIOS, REVOCATION].map((s) => [s.name, s.title]))
 
   console.log()
@@ -431,7 +476,10 @@ async function main (): Promise<number> {
     console.log('(direct: the load generator calls the upstream itself, which never compresses; CPU for direct is the upstream\'s)\n')
   }
   if (stream.length > 0) console.log(`${streamTable(stream)}\n`)
-  if (targets.length > 0) console.log(`targets (issue 6; ratios of contenders measured in the same round):\n${targetsText(targets)}\n`)
+  if (scale.length > 0) {
+    console.log(`${scaleTable(scale)}\n(KiB/conn: gateway RSS growth per connection held; ws-tunnels p50/p99: echo latency under the trickle; idle-keepalive p99: the probe with the idle connections held, "alone" without)\n`)
+  }
+  if (targets.length > 0) console.log(`targets (issues 6 and 18; ratios of contenders measured in the same round):\n${targetsText(targets)}\n`)
 
   await stopAll()
   let profiles: Record<string, ProfileSummary> | undefined
@@ -465,7 +513,8 @@ async function main (): Promise<number> {
     checks,
     load,
     stream,
-    rounds: { load: loadRuns, stream: streamRuns },
+    scale,
+    rounds: { load: loadRuns, stream: streamRuns, scale: scaleRuns },
     targets,
     ...(revocation === undefined ? {} : { revocation: { redisGetsPerRequest } }),
     ...(profiles === undefined ? {} : { profiles: Object.fromEntries(Object.entries(profiles).map(([name, p]) => [name, { ...p, functions: p.functions.slice(0, 50) }])) })
@@ -473,7 +522,7 @@ async function main (): Promise<number> {
   await mkdir(RESULTS_DIR, { recursive: true })
   await writeFile(`${RESULTS_DIR}/latest.json`, JSON.stringify(report, null, 2) + '\n')
   console.log(`results written to ${RESULTS_DIR}/latest.json`)
-  return Object.values(checks).some((failures) => failures.length > 0) ? 1 : 0
+  return Object.values(checks).some((failures) => failures.length > 0) || scaleFailures.length > 0 ? 1 : 0
 }
 
 let interrupted = false

@@ -9,6 +9,8 @@ export const ROUTES = Object.freeze({
   large: '/api/large',
   upload: '/api/upload',
   download: '/api/download',
+  /** WebSocket echo (upgrade only), behind the key like the rest. */
+  ws: '/api/ws',
   /** Not behind the key: what the upstream saw last, for the correctness checks. */
   debug: '/__debug/last'
 })
@@ -33,6 +35,8 @@ export interface LastSeen {
   method: string | null
   url: string | null
   headers: Record<string, string | string[] | undefined>
+  /** WebSocket upgrades: accepted (key right, no Authorization), refused, and tunnels open now. */
+  ws: { accepted: number, refused: number, open: number }
 }
 
 // mulberry32: a tiny seeded PRNG, so every process builds the same bytes.
