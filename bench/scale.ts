@@ -150,6 +150,17 @@ async function upstreamSeen (upstream: ServerProcess): Promise<LastSeen> {
   return JSON.parse((await fetchRaw(upstream.url + ROUTES.debug)).body.toString('utf8')) as LastSeen
 }
 
+/** What the upstream saw once its open tunnels are down to `open` (closes travel through the gateway), or the timeout passed. */
+async function upstreamSettled (upstream: ServerProcess, open: number): Promise<LastSeen> {
+  const deadline = Date.now() + CLOSE_TIMEOUT_MS
+  let seen = await upstreamSeen(upstream)
+  while (seen.ws.open > open && Date.now() < deadline) {
+    await sleep(100)
+    seen = await upstreamSeen(upstream)
+  }
+  return seen
+}
+
 /** The status an upgrade gets: 101 when it opens (then closed at once), the HTTP status otherwise. */
 async function upgradeStatus (url: string, headers: Record<string, string>): Promise<number> {
   return new Promise<number>((resolve, reject) => {
@@ -244,7 +255,8 @@ export async function measureTunnels (name: ContenderName, ctx: ScaleContext, ro
       expect(status === 401, `upgrade with ${label}: status ${status}, expected 401`)
     }
     expect(await upgradeStatus(url, ctx.credentials) === 101, 'an authenticated upgrade did not open')
-    const seen1 = await upstreamSeen(ctx.upstream)
+    const seen1 = await upstreamSettled(ctx.upstream, seen0.ws.open)
+    expect(seen1.ws.open === seen0.ws.open, 'the checked tunnel did not close at the upstream')
     expect(seen1.ws.refused === seen0.ws.refused, `the upstream saw ${seen1.ws.refused - seen0.ws.refused} upgrade(s) without the key or with Authorization`)
     expect(seen1.ws.accepted - seen0.ws.accepted === 1, `refused upgrades reached the upstream (${seen1.ws.accepted - seen0.ws.accepted - 1} of them)`)
     await sleep(RSS_SETTLE_MS)
@@ -273,12 +285,7 @@ export async function measureTunnels (name: ContenderName, ctx: ScaleContext, ro
 
     // Cleanup is checked too: every tunnel closed at the upstream as well.
     await clients.stop()
-    const deadline = Date.now() + CLOSE_TIMEOUT_MS
-    let seen3 = await upstreamSeen(ctx.upstream)
-    while (seen3.ws.open > seen0.ws.open && Date.now() < deadline) {
-      await sleep(200)
-      seen3 = await upstreamSeen(ctx.upstream)
-    }
+    const seen3 = await upstreamSettled(ctx.upstream, seen0.ws.open)
     expect(seen3.ws.open === seen0.ws.open, `${seen3.ws.open - seen0.ws.open} tunnels still open at the upstream after the clients closed`)
   } catch (err) {
     failures.push(errorText(err))
