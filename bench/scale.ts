@@ -161,7 +161,12 @@ async function upstreamSettled (upstream: ServerProcess, open: number): Promise<
   return seen
 }
 
-/** The status an upgrade gets: 101 when it opens (then closed at once), the HTTP status otherwise. */
+/**
+ * The status an upgrade gets: 101 when it opens and echoes a message (then it
+ * is closed), the HTTP status otherwise. Waiting for the echo matters: the
+ * hand-assembled gateway answers 101 before its upstream handshake, and a
+ * tunnel closed before that handshake stays open at the upstream.
+ */
 async function upgradeStatus (url: string, headers: Record<string, string>): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const ws = new WebSocket(url, { headers, perMessageDeflate: false, handshakeTimeout: 10_000 })
@@ -170,7 +175,8 @@ async function upgradeStatus (url: string, headers: Record<string, string>): Pro
       res.resume()
       ws.terminate()
     })
-    ws.once('open', () => {
+    ws.once('open', () => ws.send('check'))
+    ws.once('message', () => {
       resolve(101)
       ws.close(1000)
     })
