@@ -169,6 +169,35 @@ export class ServerProcess {
     })
   }
 
+  /** Asks the child for one message of `type` after sending `message`. */
+  private async ask<T extends ChildMessage['type']> (message: RunnerMessage, type: T, ms: number): Promise<Extract<ChildMessage, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.child.off('message', onMessage)
+        reject(new Error(`${this.name} did not answer ${message.type} within ${ms} ms`))
+      }, ms)
+      const onMessage = (answer: ChildMessage): void => {
+        if (answer.type !== type && !(answer.type === 'profiled' && answer.error !== undefined)) return
+        clearTimeout(timer)
+        this.child.off('message', onMessage)
+        if (answer.type === 'profiled' && answer.error !== undefined) reject(new Error(`${this.name}: ${answer.error}`))
+        else resolve(answer as Extract<ChildMessage, { type: T }>)
+      }
+      this.child.on('message', onMessage)
+      this.child.send(message)
+    })
+  }
+
+  /** Starts the in-process sampling profiler (see `ipc.ts`). */
+  async profileStart (): Promise<void> {
+    await this.ask({ type: 'profile-start' }, 'profiling', 10_000)
+  }
+
+  /** Stops it and has the child write the `.cpuprofile` to `file`. */
+  async profileStop (file: string): Promise<void> {
+    await this.ask({ type: 'profile-stop', file }, 'profiled', 60_000)
+  }
+
   /** Resident set size in bytes, from /proc (Linux), or `undefined` elsewhere. */
   async rssBytes (): Promise<number | undefined> {
     try {

@@ -13,7 +13,7 @@ import { chooseLoadGenerator } from './load.js'
 import type { LoadGenerator, LoadResult } from './load.js'
 import { choosePinning, fdLimit, killAllSync, pinProcess, ServerProcess, stopAll } from './processes.js'
 import type { Pinning } from './processes.js'
-import { formatProfile, readProfile } from './profile.js'
+import { formatProfile, formatStages, readProfile, readStages, stageMicros } from './profile.js'
 import type { ProfileSummary } from './profile.js'
 import { evaluateTargets, loadTable, revocationTable, revocationText, scaleTable, scaleTargets, streamTable, targetsText } from './report.js'
 import type { LoadMeasurement, StreamMeasurement } from './report.js'
@@ -63,7 +63,8 @@ const USAGE = `usage: npm run bench -- [options]
   --rounds N           repeat everything N times: tables show the median run, targets the median of per-round ratios (default 1)
   --stream-mib N       MiB per streamed transfer (default ${STREAM_BYTES / MIB})
   --gzip-level N       zlib level 1-9 for both gateways (default: @fastify/compress's, zlib's 6)
-  --profile            run the gateways under node --cpu-prof and summarise the profiles`
+  --profile            run the gateways under node --cpu-prof and summarise the profiles
+  --stages             profile each gateway's timed 2 KB runs in-process and print us a request by stage (issue 18)`
 
 interface Options {
   durationSec: number
@@ -75,6 +76,8 @@ interface Options {
   /** Both gateways' gzip level; undefined leaves each at its default. */
   gzipLevel: number | undefined
   profile: boolean
+  /** Bracket each gateway's timed `2kb` run with the in-process profiler and print the stage table. */
+  stages: boolean
   quick: boolean
 }
 
@@ -107,6 +110,7 @@ function parseOptions (argv: string[]): Options {
       'stream-mib': { type: 'string' },
       'gzip-level': { type: 'string' },
       profile: { type: 'boolean', default: false },
+      stages: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false }
     }
   })
@@ -124,7 +128,8 @@ function parseOptions (argv: string[]): Options {
     rounds: Math.round(positive(values.rounds, '--rounds', 1)),
     streamBytes: Math.round(positive(values['stream-mib'], '--stream-mib', (quick ? QUICK_STREAM_BYTES : STREAM_BYTES) / MIB) * MIB),
     gzipLevel: gzipLevel(values['gzip-level']),
-    profile: values.profile === true
+    profile: values.profile === true,
+    stages: values.stages === true
   }
 }
 
@@ -229,7 +234,10 @@ async function startRevocation (fixture: Fixture, pinning: Pinning | undefined, 
   return { contenders, redisPort: redis.port, failures }
 }
 
-async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
+// The scenario the stage table profiles: the issue's 2 KB request, no gzip.
+const STAGES_SCENARIO = '2kb'
+
+async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number, profileFile?: string): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
   const spec = {
     url: contender.url + scenario.path,
     headers: { ...contender.credentials, ...(scenario.gzip ? { 'accept-encoding': 'gzip' } : {}), ...scenario.headers },
@@ -238,9 +246,11 @@ async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: 
   }
   const warmup = await loader.run({ ...spec, durationSec: opts.warmupSec })
   await sleep(SETTLE_MS)
+  if (profileFile !== undefined) await contender.measured.profileStart()
   const [cpuBefore, upstreamBefore] = [await contender.measured.cpuMicros(), await fixture.upstream.cpuMicros()]
   const result = await loader.run({ ...spec, durationSec: opts.durationSec })
   const [cpuAfter, upstreamAfter] = [await contender.measured.cpuMicros(), await fixture.upstream.cpuMicros()]
+  if (profileFile !== undefined) await contender.measured.profileStop(profileFile)
   const requests = Math.max(1, result.requests)
   return {
     warmup,
@@ -318,6 +328,16 @@ function median<T> (runs: T[], key: (run: T) => number): T {
   return [...runs].sort((a, b) => key(a) - key(b))[Math.floor((runs.length - 1) / 2)] as T
 }
 
+/** Per stage, the median over rounds of its us a request (a stage missing from a round counts 0 there). */
+function medianStages (rounds: Array<Map<string, number>>): Map<string, number> {
+  const names = new Set(rounds.flatMap((r) => [...r.keys()]))
+  return new Map([...names].map((stage) => {
+    const values = rounds.map((r) => r.get(stage) ?? 0).sort((a, b) => a - b)
+    const half = Math.floor(values.length / 2)
+    return [stage, values.length % 2 === 1 ? values[half] as number : ((values[half - 1] as number) + (values[half] as number)) / 2]
+  }))
+}
+
 function rotate<T> (items: T[], by: number): T[] {
   const k = by % items.length
   return [...items.slice(k), ...items.slice(0, k)]
@@ -382,6 +402,10 @@ async function main (): Promise<number> {
   const scaleScenarios = SCALE_SCENARIOS.filter((s) => opts.scenarios.includes(s))
   const scaleContenders = SCALE_CONTENDERS.filter((name) => opts.contenders.includes(name))
   const scaleRuns: ScaleMeasurement[] = []
+  // --stages: per contender, us a request by stage of each profiled round.
+  const stageRounds = new Map<ContenderName, Array<Map<string, number>>>()
+  const stagesDir = opts.stages ? `${RESULTS_DIR}/stages/${new Date().toISOString().replace(/[:.]/g, '-')}` : undefined
+  if (stagesDir !== undefined) await mkdir(stagesDir, { recursive: true })
   const scaleContext: ScaleContext = {
     loader,
     upstream: fixture.upstream,
@@ -398,7 +422,15 @@ async function main (): Promise<number> {
     const order = rotate(correct, round)
     for (const scenario of loadScenarios) {
       for (const contender of order) {
-        const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning, round)
+        const profileFile = stagesDir !== undefined && scenario.name === STAGES_SCENARIO && contender.name !== 'direct'
+          ? `${stagesDir}/${contender.name}-round${round}.cpuprofile`
+          : undefined
+        const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning, round, profileFile)
+        if (profileFile !== undefined) {
+          const list = stageRounds.get(contender.name) ?? []
+          list.push(stageMicros(await readStages(profileFile), measurement.cpuMicrosPerRequest))
+          stageRounds.set(contender.name, list)
+        }
         served.set(contender.name, (served.get(contender.name) ?? 0) + warmup.requests + measurement.requests)
         loadRuns.push(measurement)
         console.log(`  ${scenario.name.padEnd(11)} ${contender.name.padEnd(9)} ${measurement.rps.toFixed(0).padStart(7)} req/s  p99 ${measurement.p99Ms.toFixed(2)} ms  ${measurement.cpuMicrosPerRequest.toFixed(0)} us CPU/req`)
@@ -479,6 +511,13 @@ async function main (): Promise<number> {
   if (scale.length > 0) {
     console.log(`${scaleTable(scale)}\n(KiB/conn: gateway RSS growth per connection held; ws-tunnels p50/p99: echo latency under the trickle; idle-keepalive p99: the probe with the idle connections held, "alone" without)\n`)
   }
+  const stages = [...stageRounds].map(([name, rounds]) => ({ name, micros: medianStages(rounds) }))
+  if (stages.length > 0) {
+    console.log(`us a request by stage, ${STAGES_SCENARIO} (in-process V8 profile of each timed run, 100 us sampling; shares of sampled time x measured CPU per request; median of rounds; profiles in ${stagesDir ?? ''}):`)
+    console.log(`${formatStages(stages)}\n`)
+  } else if (opts.stages) {
+    console.log(`--stages: no stage table (it profiles the ${STAGES_SCENARIO} scenario; add it to --only)\n`)
+  }
   if (targets.length > 0) console.log(`targets (issues 6 and 18; ratios of contenders measured in the same round):\n${targetsText(targets)}\n`)
 
   await stopAll()
@@ -516,6 +555,7 @@ async function main (): Promise<number> {
     scale,
     rounds: { load: loadRuns, stream: streamRuns, scale: scaleRuns },
     targets,
+    ...(stages.length === 0 ? {} : { stages: Object.fromEntries(stages.map(({ name, micros }) => [name, Object.fromEntries(micros)])) }),
     ...(revocation === undefined ? {} : { revocation: { redisGetsPerRequest } }),
     ...(profiles === undefined ? {} : { profiles: Object.fromEntries(Object.entries(profiles).map(([name, p]) => [name, { ...p, functions: p.functions.slice(0, 50) }])) })
   }

@@ -24,9 +24,18 @@ export const LARGE_BYTES = 200 * 1024
 export type ChildMessage =
   | { type: 'ready', url: string }
   | { type: 'cpu', userMicros: number, systemMicros: number }
+  | { type: 'profiling' }
+  | { type: 'profiled', file: string, error?: string }
 
-/** Runner -> child. */
-export type RunnerMessage = { type: 'cpu' } | { type: 'stop' }
+/**
+ * Runner -> child. `profile-start`/`profile-stop` bracket one timed run with
+ * the in-process V8 sampling profiler (the stage table, `--stages`).
+ */
+export type RunnerMessage =
+  | { type: 'cpu' }
+  | { type: 'stop' }
+  | { type: 'profile-start' }
+  | { type: 'profile-stop', file: string }
 
 /** What `/__debug/last` answers. */
 export interface LastSeen {
