@@ -153,6 +153,8 @@ export const STAGE_ORDER = [
 export function stageOfFrame (url: string, functionName: string): string | undefined {
   if (url === '') return functionName === '(garbage collector)' || functionName === '(program)' ? functionName : undefined
   if (url.startsWith('node:')) return undefined
+  // undici's HTTP parser (llhttp) is the only WebAssembly the gateways run.
+  if (url.startsWith('wasm://')) return 'undici'
   const path = url.startsWith('file:') ? fileURLToPath(url) : url
   for (const root of ['lib/', 'dist/']) {
     if (!path.startsWith(PROJECT_ROOT + root)) continue
