@@ -51,6 +51,8 @@ const STREAM_SCENARIOS = ['stream-up', 'stream-down'] as const
 // Issue 15: its own contender pair (MemoryStore, Redis), the 2 KB request without gzip.
 const REVOCATION: LoadScenario = { name: 'revocation', title: '2 KB, revocation check', path: ROUTES.small, gzip: false }
 const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS, REVOCATION.name, ...SCALE_SCENARIOS]
+// The scenarios the stage table profiles: the issue's 2 KB request, no gzip, and the same with a new connection each.
+const STAGES_SCENARIOS = ['2kb', 'churn']
 // Longest a scale run may take beyond its timed parts (starting, opening, checking, closing).
 const SCALE_OVERHEAD_MS = 150_000
 
@@ -64,7 +66,7 @@ const USAGE = `usage: npm run bench -- [options]
   --stream-mib N       MiB per streamed transfer (default ${STREAM_BYTES / MIB})
   --gzip-level N       zlib level 1-9 for both gateways (default: @fastify/compress's, zlib's 6)
   --profile            run the gateways under node --cpu-prof and summarise the profiles
-  --stages             profile each gateway's timed 2 KB runs in-process and print us a request by stage (issue 18)`
+  --stages             profile each gateway's timed ${STAGES_SCENARIOS.join(' and ')} runs in-process and print us a request by stage (issue 18)`
 
 interface Options {
   durationSec: number
@@ -234,9 +236,6 @@ async function startRevocation (fixture: Fixture, pinning: Pinning | undefined, 
   return { contenders, redisPort: redis.port, failures }
 }
 
-// The scenario the stage table profiles: the issue's 2 KB request, no gzip.
-const STAGES_SCENARIO = '2kb'
-
 async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number, profileFile?: string): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
   const spec = {
     url: contender.url + scenario.path,
@@ -403,7 +402,7 @@ async function main (): Promise<number> {
   const scaleContenders = SCALE_CONTENDERS.filter((name) => opts.contenders.includes(name))
   const scaleRuns: ScaleMeasurement[] = []
   // --stages: per contender, us a request by stage of each profiled round.
-  const stageRounds = new Map<ContenderName, Array<Map<string, number>>>()
+  const stageRounds = new Map<string, Map<ContenderName, Array<Map<string, number>>>>()
   const stagesDir = opts.stages ? `${RESULTS_DIR}/stages/${new Date().toISOString().replace(/[:.]/g, '-')}` : undefined
   if (stagesDir !== undefined) await mkdir(stagesDir, { recursive: true })
   const scaleContext: ScaleContext = {
@@ -422,14 +421,16 @@ async function main (): Promise<number> {
     const order = rotate(correct, round)
     for (const scenario of loadScenarios) {
       for (const contender of order) {
-        const profileFile = stagesDir !== undefined && scenario.name === STAGES_SCENARIO && contender.name !== 'direct'
-          ? `${stagesDir}/${contender.name}-round${round}.cpuprofile`
+        const profileFile = stagesDir !== undefined && STAGES_SCENARIOS.includes(scenario.name) && contender.name !== 'direct'
+          ? `${stagesDir}/${scenario.name}-${contender.name}-round${round}.cpuprofile`
           : undefined
         const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning, round, profileFile)
         if (profileFile !== undefined) {
-          const list = stageRounds.get(contender.name) ?? []
+          const byContender = stageRounds.get(scenario.name) ?? new Map<ContenderName, Array<Map<string, number>>>()
+          const list = byContender.get(contender.name) ?? []
           list.push(stageMicros(await readStages(profileFile), measurement.cpuMicrosPerRequest))
-          stageRounds.set(contender.name, list)
+          byContender.set(contender.name, list)
+          stageRounds.set(scenario.name, byContender)
         }
         served.set(contender.name, (served.get(contender.name) ?? 0) + warmup.requests + measurement.requests)
         loadRuns.push(measurement)
@@ -511,12 +512,16 @@ async function main (): Promise<number> {
   if (scale.length > 0) {
     console.log(`${scaleTable(scale)}\n(KiB/conn: gateway RSS growth per connection held; ws-tunnels p50/p99: echo latency under the trickle; idle-keepalive p99: the probe with the idle connections held, "alone" without)\n`)
   }
-  const stages = [...stageRounds].map(([name, rounds]) => ({ name, micros: medianStages(rounds) }))
-  if (stages.length > 0) {
-    console.log(`us a request by stage, ${STAGES_SCENARIO} (in-process V8 profile of each timed run, 100 us sampling; shares of sampled time x measured CPU per request; median of rounds; profiles in ${stagesDir ?? ''}):`)
-    console.log(`${formatStages(stages)}\n`)
-  } else if (opts.stages) {
-    console.log(`--stages: no stage table (it profiles the ${STAGES_SCENARIO} scenario; add it to --only)\n`)
+  const stages = [...stageRounds].map(([scenario, byContender]) => ({
+    scenario,
+    columns: [...byContender].map(([name, rounds]) => ({ name, micros: medianStages(rounds) }))
+  }))
+  for (const { scenario, columns } of stages) {
+    console.log(`us a request by stage, ${scenario} (in-process V8 profile of each timed run, 100 us sampling; shares of sampled time x measured CPU per request; median of rounds; profiles in ${stagesDir ?? ''}):`)
+    console.log(`${formatStages(columns)}\n`)
+  }
+  if (opts.stages && stages.length === 0) {
+    console.log(`--stages: no stage table (it profiles ${STAGES_SCENARIOS.join(' and ')}; add one to --only)\n`)
   }
   if (targets.length > 0) console.log(`targets (issues 6 and 18; ratios of contenders measured in the same round):\n${targetsText(targets)}\n`)
 
@@ -555,7 +560,9 @@ async function main (): Promise<number> {
     scale,
     rounds: { load: loadRuns, stream: streamRuns, scale: scaleRuns },
     targets,
-    ...(stages.length === 0 ? {} : { stages: Object.fromEntries(stages.map(({ name, micros }) => [name, Object.fromEntries(micros)])) }),
+    ...(stages.length === 0
+      ? {}
+      : { stages: Object.fromEntries(stages.map(({ scenario, columns }) => [scenario, Object.fromEntries(columns.map(({ name, micros }) => [name, Object.fromEntries(micros)]))])) }),
     ...(revocation === undefined ? {} : { revocation: { redisGetsPerRequest } }),
     ...(profiles === undefined ? {} : { profiles: Object.fromEntries(Object.entries(profiles).map(([name, p]) => [name, { ...p, functions: p.functions.slice(0, 50) }])) })
   }
