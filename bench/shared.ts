@@ -44,6 +44,8 @@ export interface LastSeen {
   method: string | null
   url: string | null
   headers: Record<string, string | string[] | undefined>
+  /** TCP connections the upstream accepted (gateways pool theirs: churn must not raise this per request). */
+  connections: number
   /** WebSocket upgrades: accepted (key right, no Authorization), refused, and tunnels open now. */
   ws: { accepted: number, refused: number, open: number }
 }

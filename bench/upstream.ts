@@ -22,7 +22,7 @@ function createUpstream (apiKey: string): Server {
   const small = catalogue(SMALL_BYTES)
   const large = catalogue(LARGE_BYTES)
   const chunk = Buffer.alloc(CHUNK_BYTES, 'gatehouse-bench ')
-  const last: LastSeen = { count: 0, method: null, url: null, headers: {}, ws: { accepted: 0, refused: 0, open: 0 } }
+  const last: LastSeen = { count: 0, method: null, url: null, headers: {}, connections: 0, ws: { accepted: 0, refused: 0, open: 0 } }
 
   function json (res: ServerResponse, status: number, body: Buffer | string): void {
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
@@ -83,6 +83,7 @@ function createUpstream (apiKey: string): Server {
       json(res, 404, '{"error":"not found"}')
     }
   })
+  server.on('connection', () => { last.connections++ })
   // The tunnels' far end: echoes every message. An upgrade counts as
   // accepted only with the key and without the caller's Authorization, so
   // the scale checks see that every tunnel went through the gateway's auth.
