@@ -1,6 +1,6 @@
 import type { ServerProcess } from './processes.js'
 
-export const CONTENDERS = ['direct', 'baseline', 'gatehouse'] as const
+export const CONTENDERS = ['direct', 'baseline', 'floor', 'gatehouse'] as const
 /** The revocation scenario's pair: gatehouse with per-request store lookups, MemoryStore against Redis. */
 export const REVOCATION_CONTENDERS = ['revoke-memory', 'revoke-redis'] as const
 export type ContenderName = typeof CONTENDERS[number] | typeof REVOCATION_CONTENDERS[number]
@@ -14,6 +14,11 @@ export interface Contender {
   measured: ServerProcess
   /** Headers that authenticate a client. */
   credentials: Record<string, string>
+  /**
+   * Whether it checks credentials at all: `floor` has no auth, so the checks
+   * that expect 401 do not apply to it.
+   */
+  authenticates: boolean
   /** Credentials that must be refused, with a label each. */
   refused: Array<{ label: string, headers: Record<string, string> }>
 }

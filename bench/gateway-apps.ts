@@ -1,8 +1,10 @@
 import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
 import fastifyCompress from '@fastify/compress'
 import fastifyHttpProxy from '@fastify/http-proxy'
 import fastifyJwt from '@fastify/jwt'
+import fastifyReplyFrom from '@fastify/reply-from'
 import gatehouse, { redisStore } from 'fastify-gatehouse'
 import type { GatehouseStore, TargetOptions } from 'fastify-gatehouse'
 import { API_KEY_HEADER, PREFIX } from './shared.js'
@@ -16,13 +18,18 @@ export interface GatewayConfig {
   gzipLevel?: number | undefined
   /** The redis-server the `revoke-redis` contender keeps its store in. */
   redisUrl?: string | undefined
+  /**
+   * Tunnel WebSocket upgrades too (the scale scenarios' gateways): off for
+   * the HTTP scenarios, so their numbers keep measuring HTTP alone.
+   */
+  websocket?: boolean
 }
 
 function compressOptions (config: GatewayConfig): { zlibOptions?: { level: number } } {
   return config.gzipLevel === undefined ? {} : { zlibOptions: { level: config.gzipLevel } }
 }
 
-export const GATEWAYS = ['baseline', 'gatehouse', 'revoke-memory', 'revoke-redis'] as const
+export const GATEWAYS = ['baseline', 'floor', 'gatehouse', 'revoke-memory', 'revoke-redis'] as const
 export type GatewayName = typeof GATEWAYS[number]
 
 // The same host settings for both: a bounded request time (Fastify's default
@@ -55,14 +62,44 @@ export async function buildBaseline (config: GatewayConfig): Promise<FastifyInst
         const { authorization, ...rest } = headers
         return { ...rest, [API_KEY_HEADER]: config.apiKey }
       }
-    }
+    },
+    // Upgrades go through Fastify's routing, so the global jwtVerify hook
+    // refuses them before the 101; the upstream handshake gets the key
+    // and none of the caller's headers (http-proxy forwards only cookies).
+    ...(config.websocket === true ? { websocket: true, wsClientOptions: { headers: { [API_KEY_HEADER]: config.apiKey } } } : {})
   })
+  return app
+}
+
+/**
+ * The floor of the chosen stack (issue 18): bare Fastify + @fastify/compress
+ * + @fastify/reply-from forwarding the way both gateways do (Authorization
+ * dropped, API key added) with no JWT work at all. What gatehouse costs
+ * beyond it is its own per-request work.
+ */
+export async function buildFloor (config: GatewayConfig): Promise<FastifyInstance> {
+  const app = Fastify(HOST_OPTIONS)
+  await app.register(fastifyCompress, compressOptions(config))
+  await app.register(fastifyReplyFrom, { base: config.upstream })
+  // Bodies stream through untouched, as @fastify/http-proxy arranges it.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
+  const rewriteRequestHeaders = (_request: unknown, headers: IncomingHttpHeaders): IncomingHttpHeaders => {
+    const { authorization, ...rest } = headers
+    return { ...rest, [API_KEY_HEADER]: config.apiKey }
+  }
+  app.all(`${PREFIX}/*`, (request, reply) => reply.from(request.url, { rewriteRequestHeaders }))
   return app
 }
 
 /** The one target every gatehouse contender proxies: the upstream's API key injected. */
 function benchTarget (config: GatewayConfig): TargetOptions {
-  return { prefix: PREFIX, upstream: config.upstream, credentials: { header: API_KEY_HEADER, value: config.apiKey } }
+  return {
+    prefix: PREFIX,
+    upstream: config.upstream,
+    credentials: { header: API_KEY_HEADER, value: config.apiKey },
+    ...(config.websocket === true ? { websocket: true } : {})
+  }
 }
 
 /** This plugin, configured as its README shows (verify-only: tokens are minted elsewhere). */
@@ -117,6 +154,7 @@ async function buildRevocationRedis (config: GatewayConfig): Promise<FastifyInst
 
 export const BUILDERS: Readonly<Record<GatewayName, (config: GatewayConfig) => Promise<FastifyInstance>>> = {
   baseline: buildBaseline,
+  floor: buildFloor,
   gatehouse: buildGatehouse,
   'revoke-memory': (config) => buildRevocation(config, undefined),
   'revoke-redis': buildRevocationRedis

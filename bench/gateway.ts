@@ -13,6 +13,7 @@ async function main (): Promise<void> {
     upstream: requireEnv('BENCH_UPSTREAM'),
     jwtSecret: requireEnv('BENCH_JWT_SECRET'),
     apiKey: requireEnv('BENCH_API_KEY'),
+    websocket: process.env.BENCH_WEBSOCKET === '1',
     redisUrl: process.env.BENCH_REDIS_URL === '' ? undefined : process.env.BENCH_REDIS_URL,
     gzipLevel: process.env.BENCH_GZIP_LEVEL === undefined || process.env.BENCH_GZIP_LEVEL === '' ? undefined : Number(process.env.BENCH_GZIP_LEVEL)
   })

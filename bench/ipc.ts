@@ -1,3 +1,5 @@
+import { Session } from 'node:inspector/promises'
+import { writeFile } from 'node:fs/promises'
 import type { ChildMessage, RunnerMessage } from './shared.js'
 
 // A child that cannot close cleanly in this time exits anyway.
@@ -30,12 +32,39 @@ export function serveRunner (url: string, close: () => Promise<void>): void {
       send({ type: 'cpu', userMicros: usage.user, systemMicros: usage.system })
     } else if (message.type === 'stop') {
       shutdown()
+    } else if (message.type === 'profile-start') {
+      startProfile().then(() => send({ type: 'profiling' }), (err: Error) => send({ type: 'profiled', file: '', error: err.message }))
+    } else if (message.type === 'profile-stop') {
+      stopProfile(message.file).then(() => send({ type: 'profiled', file: message.file }), (err: Error) => send({ type: 'profiled', file: message.file, error: err.message }))
     }
   })
   process.on('disconnect', shutdown)
   process.on('SIGINT', shutdown)
   process.on('SIGTERM', shutdown)
   send({ type: 'ready', url })
+}
+
+let profiler: Session | undefined
+
+/**
+ * Starts V8's sampling profiler in this process: unlike `--cpu-prof`, the
+ * profile then covers one timed run only (no start-up, no other scenario).
+ */
+async function startProfile (): Promise<void> {
+  profiler = new Session()
+  profiler.connect()
+  await profiler.post('Profiler.enable')
+  // 100 us: a 2 KB request is a few samples, enough for per-stage shares over thousands of requests.
+  await profiler.post('Profiler.setSamplingInterval', { interval: 100 })
+  await profiler.post('Profiler.start')
+}
+
+async function stopProfile (file: string): Promise<void> {
+  if (profiler === undefined) throw new Error('no profile started')
+  const { profile } = await profiler.post('Profiler.stop')
+  profiler.disconnect()
+  profiler = undefined
+  await writeFile(file, JSON.stringify(profile))
 }
 
 /** A required environment variable, or exit with a message. */

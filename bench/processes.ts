@@ -53,9 +53,26 @@ export function pinProcess (pid: number, cpu: number): void {
   spawnSync('taskset', ['-pc', String(cpu), String(pid)], { stdio: 'ignore' })
 }
 
-/** Starts a tracked process, under `taskset -c cpu` when a CPU is given. */
-export function spawnTracked (command: string, args: string[], opts: { cpu?: number, env?: NodeJS.ProcessEnv, stdio: StdioOptions }): ChildProcess {
-  const [file, argv] = opts.cpu === undefined ? [command, args] : ['taskset', ['-c', String(opts.cpu), command, ...args]]
+/**
+ * The open-files limit a child can be given: `wanted`, or the hard limit
+ * when this process may not raise it (not root). `undefined` without prlimit.
+ */
+export function fdLimit (wanted: number): number | undefined {
+  if (!hasCommand('prlimit')) return undefined
+  if (process.getuid?.() === 0) return wanted
+  const hard = Number(spawnSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim())
+  return Number.isFinite(hard) ? Math.min(wanted, hard) : undefined
+}
+
+/**
+ * Starts a tracked process, under `taskset -c cpu` when a CPU is given and
+ * `prlimit --nofile` when a file limit is (both exec the command: the PID is
+ * the command's own, for /proc readings).
+ */
+export function spawnTracked (command: string, args: string[], opts: { cpu?: number, nofile?: number, env?: NodeJS.ProcessEnv, stdio: StdioOptions }): ChildProcess {
+  let [file, argv] = [command, args]
+  if (opts.nofile !== undefined) [file, argv] = ['prlimit', [`--nofile=${opts.nofile}:${opts.nofile}`, '--', file, ...argv]]
+  if (opts.cpu !== undefined) [file, argv] = ['taskset', ['-c', String(opts.cpu), file, ...argv]]
   const child = spawn(file, argv, { stdio: opts.stdio, env: opts.env ?? process.env })
   if (child.pid === undefined) throw new Error(`could not start ${command}`)
   const pid = child.pid
@@ -110,14 +127,15 @@ export class ServerProcess {
   }
 
   /** Starts a TypeScript entry with tsx and waits for its `ready` message. */
-  static async start (name: string, script: string, args: string[], opts: { cpu?: number, env: NodeJS.ProcessEnv, nodeFlags?: string[] }): Promise<ServerProcess> {
+  static async start (name: string, script: string, args: string[], opts: { cpu?: number, nofile?: number, env: NodeJS.ProcessEnv, nodeFlags?: string[] }): Promise<ServerProcess> {
     const tsx = import.meta.resolve('tsx')
     // No source condition: the gateway runs the built package (dist/), as users get it.
     const nodeArgs = ['--import', tsx, ...(opts.nodeFlags ?? []), script, ...args]
     const child = spawnTracked(process.execPath, nodeArgs, {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: opts.env,
-      ...(opts.cpu === undefined ? {} : { cpu: opts.cpu })
+      ...(opts.cpu === undefined ? {} : { cpu: opts.cpu }),
+      ...(opts.nofile === undefined ? {} : { nofile: opts.nofile })
     })
     const server = new ServerProcess(name, child)
     server.url = await new Promise<string>((resolve, reject) => {
@@ -149,6 +167,35 @@ export class ServerProcess {
       this.child.on('message', onMessage)
       this.child.send({ type: 'cpu' } satisfies RunnerMessage)
     })
+  }
+
+  /** Asks the child for one message of `type` after sending `message`. */
+  private async ask<T extends ChildMessage['type']> (message: RunnerMessage, type: T, ms: number): Promise<Extract<ChildMessage, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.child.off('message', onMessage)
+        reject(new Error(`${this.name} did not answer ${message.type} within ${ms} ms`))
+      }, ms)
+      const onMessage = (answer: ChildMessage): void => {
+        if (answer.type !== type && !(answer.type === 'profiled' && answer.error !== undefined)) return
+        clearTimeout(timer)
+        this.child.off('message', onMessage)
+        if (answer.type === 'profiled' && answer.error !== undefined) reject(new Error(`${this.name}: ${answer.error}`))
+        else resolve(answer as Extract<ChildMessage, { type: T }>)
+      }
+      this.child.on('message', onMessage)
+      this.child.send(message)
+    })
+  }
+
+  /** Starts the in-process sampling profiler (see `ipc.ts`). */
+  async profileStart (): Promise<void> {
+    await this.ask({ type: 'profile-start' }, 'profiling', 10_000)
+  }
+
+  /** Stops it and has the child write the `.cpuprofile` to `file`. */
+  async profileStop (file: string): Promise<void> {
+    await this.ask({ type: 'profile-stop', file }, 'profiled', 60_000)
   }
 
   /** Resident set size in bytes, from /proc (Linux), or `undefined` elsewhere. */

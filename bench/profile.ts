@@ -39,7 +39,8 @@ export function groupOf (url: string, functionName: string): string {
     const parts = path.slice(modules + '/node_modules/'.length).split('/')
     return parts[0]?.startsWith('@') === true ? `${parts[0]}/${parts[1]}` : parts[0] ?? path
   }
-  if (path.startsWith(PROJECT_ROOT + 'lib/')) return 'fastify-gatehouse'
+  // The gateways run the built package (dist/), tests and tools the sources.
+  if (path.startsWith(PROJECT_ROOT + 'lib/') || path.startsWith(PROJECT_ROOT + 'dist/')) return 'fastify-gatehouse'
   if (path.startsWith(PROJECT_ROOT + 'bench/')) return 'bench'
   return path
 }
@@ -110,6 +111,122 @@ export function callersOf (profile: CpuProfile, functionName: string, depth = 8)
   return [...stacks].map(([stack, selfMs]) => ({ stack, selfMs })).sort((a, b) => b.selfMs - a.selfMs)
 }
 
+/*
+ * The stage table (issue 18): where a gateway's time per request goes. Each
+ * sample's self time goes to the nearest frame, itself or a caller, that
+ * belongs to a package or to gatehouse: node internals and natives count for
+ * whoever called them (an HMAC for the token check, a socket write for
+ * undici). Samples with no such caller are Node's own (HTTP parser, sockets,
+ * timers). Files of gatehouse map to stages by path.
+ */
+// The profiler's own start and the runner's IPC: not the gateway's work, left out of the table.
+const HARNESS_STAGE = 'bench harness (profiler start, IPC)'
+const LIB_STAGES: Array<[RegExp, string]> = [
+  [/^auth\//, 'verification'],
+  [/^proxy\/admit\./, 'admission'],
+  [/^proxy\/(context|compose|phase)\./, 'context and middleware'],
+  [/^proxy\/body\./, 'buffering'],
+  [/^transport\/idle\./, 'idle-timer pool'],
+  [/^transport\//, 'gatehouse transport (dispatcher)'],
+  [/^proxy\//, 'gatehouse proxy hooks (target, headers, path)'],
+  [/^/, 'gatehouse, other']
+]
+const PACKAGE_STAGES: Record<string, string> = {
+  'fast-jwt': 'verification',
+  jose: 'verification',
+  '@fastify/jwt': 'verification',
+  '@fastify/reply-from': 'reply-from',
+  undici: 'undici',
+  '@fastify/compress': 'compress',
+  bench: HARNESS_STAGE
+}
+// Fastify and what it is made of.
+const FASTIFY_PACKAGES = /^(fastify|find-my-way|avvio|light-my-request|fast-json-stringify|fast-querystring|fast-decode-uri-component|toad-cache|rfdc|abstract-logging|pino|@fastify\/(error|forwarded|proxy-addr|merge-json-schemas|fast-json-stringify-compiler|ajv-compiler)|proxy-addr|forwarded|safe-regex2|ret|process-warning)$/
+export const NODE_STAGE = 'node core (HTTP parser, sockets, timers)'
+export const STAGE_ORDER = [
+  'verification', 'admission', 'context and middleware', 'buffering', 'idle-timer pool', 'gatehouse transport (dispatcher)',
+  'gatehouse proxy hooks (target, headers, path)', 'gatehouse, other', 'fastify', 'reply-from', 'undici', 'compress',
+  NODE_STAGE, '(garbage collector)', '(program)'
+]
+
+/** The stage of one frame, or `undefined` for node internals and natives (their caller's stage counts). */
+export function stageOfFrame (url: string, functionName: string): string | undefined {
+  if (url === '') return functionName === '(garbage collector)' || functionName === '(program)' ? functionName : undefined
+  if (url.startsWith('node:')) return undefined
+  // undici's HTTP parser (llhttp) is the only WebAssembly the gateways run.
+  if (url.startsWith('wasm://')) return 'undici'
+  const path = url.startsWith('file:') ? fileURLToPath(url) : url
+  for (const root of ['lib/', 'dist/']) {
+    if (!path.startsWith(PROJECT_ROOT + root)) continue
+    const rest = path.slice(PROJECT_ROOT.length + root.length)
+    return LIB_STAGES.find(([pattern]) => pattern.test(rest))?.[1]
+  }
+  const group = groupOf(url, functionName)
+  if (PACKAGE_STAGES[group] !== undefined) return PACKAGE_STAGES[group]
+  return FASTIFY_PACKAGES.test(group) ? 'fastify' : `other: ${group}`
+}
+
+/** Self time (ms) by stage, idle left out. */
+export function stagesOf (profile: CpuProfile): Map<string, number> {
+  const parent = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+  const stageOf = new Map<number, string>()
+  const resolve = (id: number): string => {
+    const known = stageOf.get(id)
+    if (known !== undefined) return known
+    const node = byId.get(id)
+    const frame = node?.callFrame
+    let stage = frame === undefined ? NODE_STAGE : stageOfFrame(frame.url, frame.functionName)
+    if (stage === undefined) {
+      const up = parent.get(id)
+      stage = up === undefined || byId.get(up)?.callFrame.functionName === '(root)' ? NODE_STAGE : resolve(up)
+    }
+    stageOf.set(id, stage)
+    return stage
+  }
+  const stages = new Map<string, number>()
+  profile.samples.forEach((id, i) => {
+    if (byId.get(id)?.callFrame.functionName === '(idle)') return
+    const stage = resolve(id)
+    stages.set(stage, (stages.get(stage) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000)
+  })
+  return stages
+}
+
+export async function readStages (file: string): Promise<Map<string, number>> {
+  return stagesOf(JSON.parse(await readFile(file, 'utf8')) as CpuProfile)
+}
+
+/**
+ * Microseconds a request by stage: each stage's share of the sampled busy
+ * time times the process's measured CPU time per request (samples are wall
+ * time while busy, so on a shared core their absolute sum runs high; the
+ * shares hold).
+ */
+export function stageMicros (stages: Map<string, number>, cpuMicrosPerRequest: number): Map<string, number> {
+  const gateway = [...stages].filter(([stage]) => stage !== HARNESS_STAGE)
+  const busy = gateway.reduce((sum, [, ms]) => sum + ms, 0)
+  return new Map(gateway.map(([stage, ms]) => [stage, busy === 0 ? 0 : cpuMicrosPerRequest * ms / busy]))
+}
+
+/** The stage table: one column per contender (us a request), and gatehouse minus the floor. */
+export function formatStages (columns: Array<{ name: string, micros: Map<string, number> }>): string {
+  const names = new Set(columns.flatMap((c) => [...c.micros.keys()]))
+  const order = [...STAGE_ORDER.filter((s) => names.has(s)), ...[...names].filter((s) => !STAGE_ORDER.includes(s)).sort()]
+  const gatehouse = columns.find((c) => c.name === 'gatehouse')
+  const floor = columns.find((c) => c.name === 'floor')
+  const diff = gatehouse !== undefined && floor !== undefined
+  const header = ['stage', ...columns.map((c) => `${c.name} us/req`), ...(diff ? ['gatehouse - floor'] : [])]
+  const cell = (v: number | undefined): string => (v ?? 0).toFixed(1)
+  const rows = order.map((stage) => [stage, ...columns.map((c) => cell(c.micros.get(stage))), ...(diff ? [cell((gatehouse.micros.get(stage) ?? 0) - (floor.micros.get(stage) ?? 0))] : [])])
+  const total = (c: { micros: Map<string, number> }): number => [...c.micros.values()].reduce((a, b) => a + b, 0)
+  rows.push(['total (measured CPU)', ...columns.map((c) => cell(total(c))), ...(diff ? [cell(total(gatehouse) - total(floor))] : [])])
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]): string => cells.map((c, i) => i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number)).join('  ')
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
+}
+
 /**
  * Text report. With `requests`, times are also given per request served by
  * the profiled process over its life (warm-up and checks included).
@@ -143,12 +260,19 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
   }
   const top = Number(flag('--top') ?? 20)
   const callers = flag('--callers')
+  const stages = process.argv.includes('--stages')
   if (files.length === 0) {
-    console.error('usage: tsx bench/profile.ts FILE.cpuprofile... [--top N] [--callers FUNCTION]')
+    console.error('usage: tsx bench/profile.ts FILE.cpuprofile... [--top N] [--callers FUNCTION] [--stages]')
     process.exit(2)
   }
   for (const file of files) {
     const profile = JSON.parse(await readFile(file, 'utf8')) as CpuProfile
+    if (stages) {
+      // Without a measured CPU time the shares are given as ms of samples.
+      console.log(`${file}: sampled ms by stage`)
+      console.log(formatStages([{ name: 'sampled ms', micros: stagesOf(profile) }]), '\n')
+      continue
+    }
     if (callers === undefined) {
       console.log(formatProfile(file, summarizeProfile(profile), { top }), '\n')
       continue

@@ -11,12 +11,14 @@ import { downloadStream, uploadStream } from './http-client.js'
 import type { Transfer } from './http-client.js'
 import { chooseLoadGenerator } from './load.js'
 import type { LoadGenerator, LoadResult } from './load.js'
-import { choosePinning, killAllSync, pinProcess, ServerProcess, stopAll } from './processes.js'
+import { choosePinning, fdLimit, killAllSync, pinProcess, ServerProcess, stopAll } from './processes.js'
 import type { Pinning } from './processes.js'
-import { formatProfile, readProfile } from './profile.js'
+import { formatProfile, formatStages, readProfile, readStages, stageMicros } from './profile.js'
 import type { ProfileSummary } from './profile.js'
-import { evaluateTargets, loadTable, revocationTable, revocationText, streamTable, targetsText } from './report.js'
+import { evaluateTargets, loadTable, revocationTable, revocationText, scaleTable, scaleTargets, streamTable, targetsText } from './report.js'
 import type { LoadMeasurement, StreamMeasurement } from './report.js'
+import { measureIdle, measureTunnels, SCALE_CONTENDERS, SCALE_COUNTS, SCALE_SCENARIOS } from './scale.js'
+import type { ScaleContext, ScaleMeasurement, ScaleScenario } from './scale.js'
 import { catalogue, LARGE_BYTES, ROUTES, SMALL_BYTES } from './shared.js'
 import { signHs256 } from './token.js'
 import { checkRevocation, login, redisGets, startRedisServer } from './revocation.js'
@@ -37,19 +39,25 @@ const MIN_STREAM_MIB_PER_SEC = 8
 const RSS_SAMPLE_MS = 50
 const SETTLE_MS = 300
 
-interface LoadScenario { name: string, title: string, path: string, gzip: boolean }
+interface LoadScenario { name: string, title: string, path: string, gzip: boolean, headers?: Record<string, string> }
 const LOAD_SCENARIOS: LoadScenario[] = [
   { name: '2kb', title: '2 KB', path: ROUTES.small, gzip: false },
   { name: '2kb-gzip', title: '2 KB gzip', path: ROUTES.small, gzip: true },
-  { name: '200kb-gzip', title: '200 KB gzip', path: ROUTES.large, gzip: true }
+  { name: '200kb-gzip', title: '200 KB gzip', path: ROUTES.large, gzip: true },
+  // Issue 18: a new client connection per request (the gateway closes after answering).
+  { name: 'churn', title: '2 KB, Connection: close', path: ROUTES.small, gzip: false, headers: { connection: 'close' } }
 ]
 const STREAM_SCENARIOS = ['stream-up', 'stream-down'] as const
 // Issue 15: its own contender pair (MemoryStore, Redis), the 2 KB request without gzip.
 const REVOCATION: LoadScenario = { name: 'revocation', title: '2 KB, revocation check', path: ROUTES.small, gzip: false }
-const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS, REVOCATION.name]
+const ALL_SCENARIOS = [...LOAD_SCENARIOS.map((s) => s.name), ...STREAM_SCENARIOS, REVOCATION.name, ...SCALE_SCENARIOS]
+// The scenarios the stage table profiles: the issue's 2 KB request, no gzip, and the same with a new connection each.
+const STAGES_SCENARIOS = ['2kb', 'churn']
+// Longest a scale run may take beyond its timed parts (starting, opening, checking, closing).
+const SCALE_OVERHEAD_MS = 150_000
 
 const USAGE = `usage: npm run bench -- [options]
-  --quick              smoke run: ${QUICK_DURATION_SEC} s per scenario, ${QUICK_STREAM_BYTES / MIB} MiB streamed
+  --quick              smoke run: ${QUICK_DURATION_SEC} s per scenario, ${QUICK_STREAM_BYTES / MIB} MiB streamed, ${SCALE_COUNTS['ws-tunnels'].quick} tunnels, ${SCALE_COUNTS['idle-keepalive'].quick} idle connections
   --duration N         seconds per timed run (default ${DEFAULT_DURATION_SEC})
   --warmup N           seconds of warm-up before each timed run (default ${DEFAULT_WARMUP_SEC})
   --only a,b           scenarios: ${ALL_SCENARIOS.join(', ')}
@@ -57,7 +65,8 @@ const USAGE = `usage: npm run bench -- [options]
   --rounds N           repeat everything N times: tables show the median run, targets the median of per-round ratios (default 1)
   --stream-mib N       MiB per streamed transfer (default ${STREAM_BYTES / MIB})
   --gzip-level N       zlib level 1-9 for both gateways (default: @fastify/compress's, zlib's 6)
-  --profile            run the gateways under node --cpu-prof and summarise the profiles`
+  --profile            run the gateways under node --cpu-prof and summarise the profiles
+  --stages             profile each gateway's timed ${STAGES_SCENARIOS.join(' and ')} runs in-process and print us a request by stage (issue 18)`
 
 interface Options {
   durationSec: number
@@ -69,6 +78,8 @@ interface Options {
   /** Both gateways' gzip level; undefined leaves each at its default. */
   gzipLevel: number | undefined
   profile: boolean
+  /** Bracket each gateway's timed `2kb` run with the in-process profiler and print the stage table. */
+  stages: boolean
   quick: boolean
 }
 
@@ -101,6 +112,7 @@ function parseOptions (argv: string[]): Options {
       'stream-mib': { type: 'string' },
       'gzip-level': { type: 'string' },
       profile: { type: 'boolean', default: false },
+      stages: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false }
     }
   })
@@ -118,7 +130,8 @@ function parseOptions (argv: string[]): Options {
     rounds: Math.round(positive(values.rounds, '--rounds', 1)),
     streamBytes: Math.round(positive(values['stream-mib'], '--stream-mib', (quick ? QUICK_STREAM_BYTES : STREAM_BYTES) / MIB) * MIB),
     gzipLevel: gzipLevel(values['gzip-level']),
-    profile: values.profile === true
+    profile: values.profile === true,
+    stages: values.stages === true
   }
 }
 
@@ -133,12 +146,15 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 /** Longest a whole run may take: every loader and transfer is bounded, this bounds the rest. */
 function timeBudgetMs (opts: Options): number {
-  const loadRuns = opts.scenarios.filter((s) => !STREAM_SCENARIOS.includes(s as typeof STREAM_SCENARIOS[number])).length
-  const streamRuns = opts.scenarios.length - loadRuns
+  const loadRuns = opts.scenarios.filter((s) => LOAD_SCENARIOS.some((l) => l.name === s)).length
+  const streamRuns = opts.scenarios.filter((s) => STREAM_SCENARIOS.includes(s as typeof STREAM_SCENARIOS[number])).length
+  const scaleRuns = opts.scenarios.filter((s) => SCALE_SCENARIOS.includes(s as ScaleScenario)).length
+  // ws-tunnels: one timed trickle; idle-keepalive: warm-up and two probes.
+  const perScale = (opts.warmupSec + 2 * opts.durationSec) * 1000 + SCALE_OVERHEAD_MS
   const perLoad = (opts.durationSec + opts.warmupSec) * 1000 + 25_000
   const perStream = streamTimeoutMs(opts.streamBytes) + 5_000
   const revocation = opts.scenarios.includes(REVOCATION.name) ? 60_000 + opts.rounds * REVOCATION_CONTENDERS.length * perLoad : 0
-  return 120_000 + revocation + opts.rounds * opts.contenders.length * (loadRuns * perLoad + streamRuns * perStream)
+  return 120_000 + revocation + opts.rounds * (opts.contenders.length * (loadRuns * perLoad + streamRuns * perStream) + SCALE_CONTENDERS.length * scaleRuns * perScale)
 }
 
 function streamTimeoutMs (bytes: number): number {
@@ -151,6 +167,9 @@ interface Fixture {
   jwtSecret: string
   env: NodeJS.ProcessEnv
   contenders: Contender[]
+  /** What every gateway accepts, and what each must refuse (for the scale scenarios). */
+  token: string
+  gatewayRefused: Contender['refused']
 }
 
 async function startFixture (opts: Options, pinning: Pinning | undefined, profileDir: string | undefined): Promise<Fixture> {
@@ -158,7 +177,9 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
   const jwtSecret = randomBytes(32).toString('hex')
   const cpu = pinning === undefined ? {} : { cpu: pinning.serverCpu }
   const env = { ...process.env, BENCH_API_KEY: apiKey, BENCH_JWT_SECRET: jwtSecret, BENCH_GZIP_LEVEL: String(opts.gzipLevel ?? '') }
-  const upstream = await ServerProcess.start('upstream', `${HERE}upstream.ts`, [], { env, ...cpu })
+  // The tunnels' far end holds one descriptor per tunnel.
+  const nofile = opts.scenarios.includes('ws-tunnels') ? fdLimit(SCALE_COUNTS['ws-tunnels'].full + 1024) : undefined
+  const upstream = await ServerProcess.start('upstream', `${HERE}upstream.ts`, [], { env, ...cpu, ...(nofile === undefined ? {} : { nofile }) })
 
   const token = signHs256({ sub: 'bench', role: 'reader' }, jwtSecret)
   const gatewayRefused: Contender['refused'] = [
@@ -167,8 +188,8 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
     { label: 'the API key instead of a token', headers: { 'x-api-key': apiKey } }
   ]
   const contenders: Contender[] = []
-  // The revocation scenario brings its own contenders.
-  const standard = opts.scenarios.some((s) => s !== REVOCATION.name)
+  // The revocation and scale scenarios bring their own gateways.
+  const standard = opts.scenarios.some((s) => LOAD_SCENARIOS.some((l) => l.name === s) || STREAM_SCENARIOS.includes(s as typeof STREAM_SCENARIOS[number]))
   for (const name of standard ? opts.contenders : []) {
     if (name === 'direct') {
       contenders.push({
@@ -176,15 +197,17 @@ async function startFixture (opts: Options, pinning: Pinning | undefined, profil
         url: upstream.url,
         measured: upstream,
         credentials: { 'x-api-key': apiKey },
+        authenticates: true,
         refused: [{ label: 'a wrong API key', headers: { 'x-api-key': 'wrong' } }]
       })
       continue
     }
     const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}/${name}`]
     const gateway = await ServerProcess.start(name, `${HERE}gateway.ts`, [name], { env: { ...env, BENCH_UPSTREAM: upstream.url }, nodeFlags, ...cpu })
-    contenders.push({ name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, refused: gatewayRefused })
+    // The floor gets the token too, so it forwards (and drops) the same Authorization.
+    contenders.push({ name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, authenticates: name !== 'floor', refused: name === 'floor' ? [] : gatewayRefused })
   }
-  return { upstream, apiKey, jwtSecret, env, contenders }
+  return { upstream, apiKey, jwtSecret, env, contenders, token, gatewayRefused }
 }
 
 /**
@@ -202,7 +225,7 @@ async function startRevocation (fixture: Fixture, pinning: Pinning | undefined, 
     try {
       const gateway = await ServerProcess.start(name, `${HERE}gateway.ts`, [name], { env, nodeFlags, ...(pinning === undefined ? {} : { cpu: pinning.serverCpu }) })
       const token = await login(gateway.url, fixture.apiKey)
-      const contender: Contender = { name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, refused: [] }
+      const contender: Contender = { name, url: gateway.url, measured: gateway, credentials: { authorization: `Bearer ${token}` }, authenticates: true, refused: [] }
       failures[name] = await checkRevocation(contender, fixture.apiKey, name === 'revoke-redis' ? redis.port : undefined)
       if (failures[name].length === 0) contenders.push(contender)
     } catch (err) {
@@ -213,18 +236,20 @@ async function startRevocation (fixture: Fixture, pinning: Pinning | undefined, 
   return { contenders, redisPort: redis.port, failures }
 }
 
-async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
+async function measureLoad (loader: LoadGenerator, fixture: Fixture, contender: Contender, scenario: LoadScenario, opts: Options, pinning: Pinning | undefined, round: number, profileFile?: string): Promise<{ warmup: LoadResult, measurement: LoadMeasurement }> {
   const spec = {
     url: contender.url + scenario.path,
-    headers: { ...contender.credentials, ...(scenario.gzip ? { 'accept-encoding': 'gzip' } : {}) },
+    headers: { ...contender.credentials, ...(scenario.gzip ? { 'accept-encoding': 'gzip' } : {}), ...scenario.headers },
     connections: CONNECTIONS,
     ...(pinning === undefined ? {} : { cpu: pinning.loaderCpu })
   }
   const warmup = await loader.run({ ...spec, durationSec: opts.warmupSec })
   await sleep(SETTLE_MS)
+  if (profileFile !== undefined) await contender.measured.profileStart()
   const [cpuBefore, upstreamBefore] = [await contender.measured.cpuMicros(), await fixture.upstream.cpuMicros()]
   const result = await loader.run({ ...spec, durationSec: opts.durationSec })
   const [cpuAfter, upstreamAfter] = [await contender.measured.cpuMicros(), await fixture.upstream.cpuMicros()]
+  if (profileFile !== undefined) await contender.measured.profileStop(profileFile)
   const requests = Math.max(1, result.requests)
   return {
     warmup,
@@ -302,6 +327,16 @@ function median<T> (runs: T[], key: (run: T) => number): T {
   return [...runs].sort((a, b) => key(a) - key(b))[Math.floor((runs.length - 1) / 2)] as T
 }
 
+/** Per stage, the median over rounds of its us a request (a stage missing from a round counts 0 there). */
+function medianStages (rounds: Array<Map<string, number>>): Map<string, number> {
+  const names = new Set(rounds.flatMap((r) => [...r.keys()]))
+  return new Map([...names].map((stage) => {
+    const values = rounds.map((r) => r.get(stage) ?? 0).sort((a, b) => a - b)
+    const half = Math.floor(values.length / 2)
+    return [stage, values.length % 2 === 1 ? values[half] as number : ((values[half - 1] as number) + (values[half] as number)) / 2]
+  }))
+}
+
 function rotate<T> (items: T[], by: number): T[] {
   const k = by % items.length
   return [...items.slice(k), ...items.slice(0, k)]
@@ -363,12 +398,40 @@ async function main (): Promise<number> {
   const streamScenarios = STREAM_SCENARIOS.filter((s) => opts.scenarios.includes(s))
   // Redis GETs per response of each timed revoke-redis run: about 1 when every request is checked.
   const redisGetsPerRequest: number[] = []
+  const scaleScenarios = SCALE_SCENARIOS.filter((s) => opts.scenarios.includes(s))
+  const scaleContenders = SCALE_CONTENDERS.filter((name) => opts.contenders.includes(name))
+  const scaleRuns: ScaleMeasurement[] = []
+  // --stages: per contender, us a request by stage of each profiled round.
+  const stageRounds = new Map<string, Map<ContenderName, Array<Map<string, number>>>>()
+  const stagesDir = opts.stages ? `${RESULTS_DIR}/stages/${new Date().toISOString().replace(/[:.]/g, '-')}` : undefined
+  if (stagesDir !== undefined) await mkdir(stagesDir, { recursive: true })
+  const scaleContext: ScaleContext = {
+    loader,
+    upstream: fixture.upstream,
+    env: fixture.env,
+    credentials: { authorization: `Bearer ${fixture.token}` },
+    refused: fixture.gatewayRefused,
+    pinning,
+    quick: opts.quick,
+    durationSec: opts.durationSec,
+    warmupSec: opts.warmupSec
+  }
   for (let round = 0; round < opts.rounds; round++) {
     // Contenders take turns going first, so none always runs on a cold or hot machine.
     const order = rotate(correct, round)
     for (const scenario of loadScenarios) {
       for (const contender of order) {
-        const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning, round)
+        const profileFile = stagesDir !== undefined && STAGES_SCENARIOS.includes(scenario.name) && contender.name !== 'direct'
+          ? `${stagesDir}/${scenario.name}-${contender.name}-round${round}.cpuprofile`
+          : undefined
+        const { warmup, measurement } = await measureLoad(loader, fixture, contender, scenario, opts, pinning, round, profileFile)
+        if (profileFile !== undefined) {
+          const byContender = stageRounds.get(scenario.name) ?? new Map<ContenderName, Array<Map<string, number>>>()
+          const list = byContender.get(contender.name) ?? []
+          list.push(stageMicros(await readStages(profileFile), measurement.cpuMicrosPerRequest))
+          byContender.set(contender.name, list)
+          stageRounds.set(scenario.name, byContender)
+        }
         served.set(contender.name, (served.get(contender.name) ?? 0) + warmup.requests + measurement.requests)
         loadRuns.push(measurement)
         console.log(`  ${scenario.name.padEnd(11)} ${contender.name.padEnd(9)} ${measurement.rps.toFixed(0).padStart(7)} req/s  p99 ${measurement.p99Ms.toFixed(2)} ms  ${measurement.cpuMicrosPerRequest.toFixed(0)} us CPU/req`)
@@ -393,6 +456,15 @@ async function main (): Promise<number> {
         await sleep(SETTLE_MS)
       }
     }
+    for (const scenario of scaleScenarios) {
+      for (const name of rotate(scaleContenders, round)) {
+        const m = scenario === 'ws-tunnels' ? await measureTunnels(name, scaleContext, round) : await measureIdle(name, scaleContext, round)
+        scaleRuns.push(m)
+        const alone = m.aloneP99Ms === null ? '' : `  p99 alone ${m.aloneP99Ms.toFixed(2)} ms`
+        console.log(`  ${scenario.padEnd(14)} ${name.padEnd(9)} ${m.established}/${m.count} held  ${m.kibPerConnection?.toFixed(1) ?? '-'} KiB/conn  p50 ${m.p50Ms.toFixed(2)} ms  p99 ${m.p99Ms.toFixed(2)} ms${alone}${m.ok ? '' : `\n    FAILED: ${m.failures.join('\n    ')}`}`)
+        await sleep(SETTLE_MS)
+      }
+    }
   }
 
   const load: LoadMeasurement[] = []
@@ -413,7 +485,15 @@ async function main (): Promise<number> {
     const runs = loadRuns.filter((m) => m.scenario === REVOCATION.name && m.contender === contender.name)
     if (runs.length > 0) load.push(median(runs, (m) => m.rps))
   }
-  const targets = evaluateTargets(loadRuns, streamRuns)
+  const targets = [...evaluateTargets(loadRuns, streamRuns), ...scaleTargets(scaleRuns)]
+  const scale: ScaleMeasurement[] = []
+  for (const scenario of scaleScenarios) {
+    for (const name of scaleContenders) {
+      const runs = scaleRuns.filter((m) => m.scenario === scenario && m.contender === name)
+      if (runs.length > 0) scale.push(median(runs, (m) => m.p99Ms))
+    }
+  }
+  const scaleFailures = scaleRuns.filter((m) => !m.ok)
   const titles = Object.fromEntries([...LOAD_SCENARIOS, REVOCATION].map((s) => [s.name, s.title]))
 
   console.log()
@@ -429,7 +509,21 @@ async function main (): Promise<number> {
     console.log('(direct: the load generator calls the upstream itself, which never compresses; CPU for direct is the upstream\'s)\n')
   }
   if (stream.length > 0) console.log(`${streamTable(stream)}\n`)
-  if (targets.length > 0) console.log(`targets (issue 6; ratios of contenders measured in the same round):\n${targetsText(targets)}\n`)
+  if (scale.length > 0) {
+    console.log(`${scaleTable(scale)}\n(KiB/conn: gateway RSS growth per connection held; ws-tunnels p50/p99: echo latency under the trickle; idle-keepalive p99: the probe with the idle connections held, "alone" without)\n`)
+  }
+  const stages = [...stageRounds].map(([scenario, byContender]) => ({
+    scenario,
+    columns: [...byContender].map(([name, rounds]) => ({ name, micros: medianStages(rounds) }))
+  }))
+  for (const { scenario, columns } of stages) {
+    console.log(`us a request by stage, ${scenario} (in-process V8 profile of each timed run, 100 us sampling; shares of sampled time x measured CPU per request; median of rounds; profiles in ${stagesDir ?? ''}):`)
+    console.log(`${formatStages(columns)}\n`)
+  }
+  if (opts.stages && stages.length === 0) {
+    console.log(`--stages: no stage table (it profiles ${STAGES_SCENARIOS.join(' and ')}; add one to --only)\n`)
+  }
+  if (targets.length > 0) console.log(`targets (issues 6 and 18; ratios of contenders measured in the same round):\n${targetsText(targets)}\n`)
 
   await stopAll()
   let profiles: Record<string, ProfileSummary> | undefined
@@ -463,15 +557,19 @@ async function main (): Promise<number> {
     checks,
     load,
     stream,
-    rounds: { load: loadRuns, stream: streamRuns },
+    scale,
+    rounds: { load: loadRuns, stream: streamRuns, scale: scaleRuns },
     targets,
+    ...(stages.length === 0
+      ? {}
+      : { stages: Object.fromEntries(stages.map(({ scenario, columns }) => [scenario, Object.fromEntries(columns.map(({ name, micros }) => [name, Object.fromEntries(micros)]))])) }),
     ...(revocation === undefined ? {} : { revocation: { redisGetsPerRequest } }),
     ...(profiles === undefined ? {} : { profiles: Object.fromEntries(Object.entries(profiles).map(([name, p]) => [name, { ...p, functions: p.functions.slice(0, 50) }])) })
   }
   await mkdir(RESULTS_DIR, { recursive: true })
   await writeFile(`${RESULTS_DIR}/latest.json`, JSON.stringify(report, null, 2) + '\n')
   console.log(`results written to ${RESULTS_DIR}/latest.json`)
-  return Object.values(checks).some((failures) => failures.length > 0) ? 1 : 0
+  return Object.values(checks).some((failures) => failures.length > 0) || scaleFailures.length > 0 ? 1 : 0
 }
 
 let interrupted = false

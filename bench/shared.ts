@@ -9,6 +9,8 @@ export const ROUTES = Object.freeze({
   large: '/api/large',
   upload: '/api/upload',
   download: '/api/download',
+  /** WebSocket echo (upgrade only), behind the key like the rest. */
+  ws: '/api/ws',
   /** Not behind the key: what the upstream saw last, for the correctness checks. */
   debug: '/__debug/last'
 })
@@ -22,9 +24,18 @@ export const LARGE_BYTES = 200 * 1024
 export type ChildMessage =
   | { type: 'ready', url: string }
   | { type: 'cpu', userMicros: number, systemMicros: number }
+  | { type: 'profiling' }
+  | { type: 'profiled', file: string, error?: string }
 
-/** Runner -> child. */
-export type RunnerMessage = { type: 'cpu' } | { type: 'stop' }
+/**
+ * Runner -> child. `profile-start`/`profile-stop` bracket one timed run with
+ * the in-process V8 sampling profiler (the stage table, `--stages`).
+ */
+export type RunnerMessage =
+  | { type: 'cpu' }
+  | { type: 'stop' }
+  | { type: 'profile-start' }
+  | { type: 'profile-stop', file: string }
 
 /** What `/__debug/last` answers. */
 export interface LastSeen {
@@ -33,6 +44,10 @@ export interface LastSeen {
   method: string | null
   url: string | null
   headers: Record<string, string | string[] | undefined>
+  /** TCP connections the upstream accepted (gateways pool theirs: churn must not raise this per request). */
+  connections: number
+  /** WebSocket upgrades: accepted (key right, no Authorization), refused, and tunnels open now. */
+  ws: { accepted: number, refused: number, open: number }
 }
 
 // mulberry32: a tiny seeded PRNG, so every process builds the same bytes.

@@ -1,6 +1,8 @@
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer } from 'ws'
 import { requireEnv, serveRunner } from './ipc.js'
 import { API_KEY_HEADER, catalogue, LARGE_BYTES, ROUTES, SMALL_BYTES } from './shared.js'
 import type { LastSeen } from './shared.js'
@@ -20,7 +22,7 @@ function createUpstream (apiKey: string): Server {
   const small = catalogue(SMALL_BYTES)
   const large = catalogue(LARGE_BYTES)
   const chunk = Buffer.alloc(CHUNK_BYTES, 'gatehouse-bench ')
-  const last: LastSeen = { count: 0, method: null, url: null, headers: {} }
+  const last: LastSeen = { count: 0, method: null, url: null, headers: {}, connections: 0, ws: { accepted: 0, refused: 0, open: 0 } }
 
   function json (res: ServerResponse, status: number, body: Buffer | string): void {
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
@@ -57,7 +59,7 @@ function createUpstream (apiKey: string): Server {
     req.on('end', () => json(res, 200, JSON.stringify({ bytes })))
   }
 
-  return createServer((req, res) => {
+  const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0]
     if (path === ROUTES.debug) {
       json(res, 200, JSON.stringify(last))
@@ -81,6 +83,27 @@ function createUpstream (apiKey: string): Server {
       json(res, 404, '{"error":"not found"}')
     }
   })
+  server.on('connection', () => { last.connections++ })
+  // The tunnels' far end: echoes every message. An upgrade counts as
+  // accepted only with the key and without the caller's Authorization, so
+  // the scale checks see that every tunnel went through the gateway's auth.
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false })
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '').split('?')[0]
+    if (path !== ROUTES.ws || req.headers[API_KEY_HEADER] !== apiKey || req.headers.authorization !== undefined) {
+      last.ws.refused++
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+      return
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      last.ws.accepted++
+      last.ws.open++
+      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }))
+      ws.on('close', () => { last.ws.open-- })
+      ws.on('error', () => {})
+    })
+  })
+  return server
 }
 
 async function main (): Promise<void> {
