@@ -358,7 +358,10 @@ export interface MiddlewareEntry<State extends object = object, Claims extends G
 }
 
 export interface TimeoutOptions {
-  /** Milliseconds to establish the connection. Default 5000. */
+  /**
+   * Milliseconds to establish the connection. Default 5000. For a WebSocket
+   * tunnel, the whole upstream handshake (TCP, TLS and its 101).
+   */
   connect?: number
   /** Milliseconds to receive the response headers. Default 30000. */
   response?: number

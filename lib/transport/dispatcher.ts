@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import type { ConnectionOptions } from 'node:tls'
 import type { Dispatcher, Pool } from 'undici'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify'
 import { CircuitOpenError, InternalError, NoHealthyUpstreamError, ShuttingDownError, UpstreamBusyError, UpstreamTimeoutError } from '../errors.js'
@@ -12,7 +13,7 @@ import { IdlePool } from './idle.js'
 import { backoff, bodyUntouched, isRetryableError, parseRetryAfter, sleep } from './retry.js'
 import { closeOnDrain } from './shutdown.js'
 import { causeChain, errorCode } from './cause.js'
-import { connectOptions } from './tls.js'
+import { connectOptions, tlsOptions } from './tls.js'
 
 // Upstream statuses that count as a failure for passive health and the breaker.
 const FAILURE_STATUSES = new Set([502, 503, 504])
@@ -89,6 +90,28 @@ function totalDeadline (signal: ClientGone, ms: number): { stop: () => void } {
   return { stop: () => clearTimeout(timer) }
 }
 
+/** The upstream one attempt of `TargetTransport.open()` goes to. */
+export interface UpstreamChoice {
+  /** `http(s)://host:port` of the upstream the balancer picked. */
+  readonly origin: string
+  /** The target's `transport.tls` as `tls.connect` options (ignored for `http:` upstreams). */
+  readonly tls: ConnectionOptions
+}
+
+/** How `TargetTransport.open()` treats one connection the caller opens itself. */
+export interface OpenOptions {
+  /** The method of the opening request: retries follow `transport.retry` as for HTTP. */
+  readonly method: string
+  /**
+   * The status the upstream answered with, when an attempt failed after an
+   * answer (undefined: no answer, a connection failure or a timeout). It
+   * counts against the upstream only if it would for HTTP (502, 503, 504).
+   */
+  readonly answeredWith?: (err: unknown) => number | undefined
+  /** The reply the opening serves: `Retry-After` on fast 503s, its logger, its client's departure. */
+  readonly reply?: FastifyReply
+}
+
 function setRetryAfter (reply: FastifyReply | undefined, ms: number): void {
   reply?.header('retry-after', String(Math.max(1, Math.ceil(ms / 1000))))
 }
@@ -112,12 +135,14 @@ export class TargetTransport {
   // Requests one upstream carries at once; more wait in #waiting.
   readonly #capacity: number
   readonly #waiting = new Map<UpstreamNode, Array<() => void>>()
+  readonly #tls: ConnectionOptions
   #closed = false
 
   constructor (target: ResolvedTarget, log?: FastifyBaseLogger) {
     const settings = target.transport
     this.#target = target
     this.#log = log
+    this.#tls = tlsOptions(settings.tls)
     // HTTP/2 multiplexes on its connections: undici's own limits apply there.
     this.#capacity = settings.http2 || target.timeouts.queue === 0 ? Infinity : settings.pool.connections * settings.pool.pipelining
     const nodes = settings.origins.map((origin) => {
@@ -235,19 +260,7 @@ export class TargetTransport {
     const log = reply?.request.log ?? this.#log
     let failed: UpstreamNode | undefined
     for (let attempt = 0; ; attempt++) {
-      if (this.#closed) throw new ShuttingDownError()
-      const now = Date.now()
-      const admission: Admission = this.breaker?.admit(now) ?? { kind: 'closed' }
-      if (admission.kind === 'open') {
-        setRetryAfter(reply, admission.retryAfter)
-        throw new CircuitOpenError()
-      }
-      const node = this.balancer.pick(now, failed)
-      if (node === undefined) {
-        this.breaker?.release(admission)
-        setRetryAfter(reply, this.balancer.retryAfter(now, this.#target.transport.activeHealth?.interval))
-        throw new NoHealthyUpstreamError()
-      }
+      const { node, admission } = this.#choose(failed, reply)
       const mayRetry = attempt < retry.retries && retry.methods.has(method) && bodyUntouched(opts.body)
       const queued = this.#acquire(node, signal, reply)
       if (queued !== undefined) {
@@ -312,6 +325,63 @@ export class TargetTransport {
       res.body.once('close', () => this.#release(node))
       return res
     }
+  }
+
+  /**
+   * For connections the caller opens itself, outside undici (WebSocket
+   * handshakes; this module stays free of their protocol): the same upstream
+   * selection as `request()`. Refused while shutting down, fails fast while
+   * the circuit is open, skips upstreams that are down or ejected, counts each
+   * attempt's outcome for passive health and the breaker, and retries a
+   * connection error on another upstream within `transport.retry` (for the
+   * methods it lists). `connect` resolves once the connection is established
+   * and rejects with the failure; it is not counted in `inFlight`, which
+   * measures pooled requests.
+   */
+  async open<T> (connect: (upstream: UpstreamChoice) => Promise<T>, opts: OpenOptions): Promise<T> {
+    const retry = this.#target.transport.retry
+    const reply = opts.reply
+    const log = reply?.request.log ?? this.#log
+    const signal = new ClientGone(reply?.raw)
+    let failed: UpstreamNode | undefined
+    for (let attempt = 0; ; attempt++) {
+      const { node, admission } = this.#choose(failed, reply)
+      let result: T
+      try {
+        result = await connect({ origin: node.origin, tls: this.#tls })
+      } catch (err) {
+        const status = opts.answeredWith?.(err)
+        this.#outcome(node, admission, status !== undefined && !FAILURE_STATUSES.has(status))
+        const mayRetry = status === undefined && attempt < retry.retries && retry.methods.has(opts.method.toUpperCase()) && isRetryableError(err)
+        if (!mayRetry || signal.aborted) throw err
+        const delay = backoff(retry, attempt)
+        log?.warn({ attempt: attempt + 1, delay, code: errorCode(err), target: this.#target.name }, 'retrying upstream connection after a connection error')
+        failed = node
+        await sleep(delay, signal)
+        if (signal.aborted) throw err
+        continue
+      }
+      this.#outcome(node, admission, true)
+      return result
+    }
+  }
+
+  /** An upstream for the next attempt, admitted by the breaker; throws the fast 503s. */
+  #choose (failed: UpstreamNode | undefined, reply: FastifyReply | undefined): { node: UpstreamNode, admission: Admission } {
+    if (this.#closed) throw new ShuttingDownError()
+    const now = Date.now()
+    const admission: Admission = this.breaker?.admit(now) ?? { kind: 'closed' }
+    if (admission.kind === 'open') {
+      setRetryAfter(reply, admission.retryAfter)
+      throw new CircuitOpenError()
+    }
+    const node = this.balancer.pick(now, failed)
+    if (node === undefined) {
+      this.breaker?.release(admission)
+      setRetryAfter(reply, this.balancer.retryAfter(now, this.#target.transport.activeHealth?.interval))
+      throw new NoHealthyUpstreamError()
+    }
+    return { node, admission }
   }
 
   #outcome (node: UpstreamNode, admission: Admission, ok: boolean): void {

@@ -67,14 +67,15 @@ export function gracefulShutdown (scope: FastifyInstance, settings: { readonly d
   const drain = new Drain()
   scope.decorate(DRAIN as unknown as string, drain)
   scope.addHook('onRequest', (request, reply, done) => {
-    // WebSocket tunnels are closed (1001) by their own onClose; an upgrade's
-    // reply never finishes, so it is not waited for.
-    if (request.raw.headers.upgrade !== undefined) return done()
+    // New WebSocket upgrades too: a tunnel opened now would be cut at once.
     if (drain.draining) {
       reply.header('connection', 'close').header('retry-after', '1')
       done(new ShuttingDownError())
       return
     }
+    // WebSocket tunnels are closed (1001) by their own onClose; an upgrade's
+    // reply never finishes, so it is not waited for.
+    if (request.raw.headers.upgrade !== undefined) return done()
     drain.inFlight++
     // One shared listener, no per-request closure: the response emits 'close'
     // exactly once, after it finished or when its connection went.

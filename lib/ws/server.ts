@@ -19,8 +19,25 @@ const agreed = new WeakMap<IncomingMessage, string>()
 
 // Sockets handed to ws; ws owns their end and timeout from then on.
 const tunnelled = new WeakSet<Duplex>()
-// Beyond the upstream handshake timeout, time for token, authorize and middleware.
+// Beyond the upstream handshakes, time for token, authorize and middleware.
 const UPGRADE_GRACE_MS = 5_000
+// Longer socket timeouts would overflow Node's timers and fire at once.
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * The most one upstream handshake may take, TCP and TLS connect through the
+ * 101: `timeouts.connect`, since the tunnel is not set up until the 101, and
+ * never longer than `timeouts.response`, which bounds any response head.
+ */
+export function handshakeTimeout (target: ResolvedTarget): number {
+  return Math.min(target.timeouts.connect, target.timeouts.response)
+}
+
+/** How long a caller's upgrade may wait for its 101: every attempt the retry budget allows, with backoff. */
+function upgradeTimeout (target: ResolvedTarget): number {
+  const { retries, maxDelay } = target.transport.retry
+  return Math.min(handshakeTimeout(target) * (retries + 1) + maxDelay * retries + UPGRADE_GRACE_MS, MAX_TIMER_MS)
+}
 
 /** Marks an upgrade socket as a live WebSocket. */
 export function markTunnelled (socket: Duplex): void {
@@ -173,7 +190,7 @@ export async function registerWebSocket (scope: FastifyInstance, targets: readon
   scope.addHook('onRequest', refuseUnroutedUpgrade)
   let timeout = 0
   for (const target of targets) {
-    if (target.websocket !== undefined) timeout = Math.max(timeout, target.timeouts.response + UPGRADE_GRACE_MS)
+    if (target.websocket !== undefined) timeout = Math.max(timeout, upgradeTimeout(target))
   }
   claimWebSocketUpgrades(scope, [guardUpgradeSockets(scope, timeout), ...added])
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { WebsocketHandler } from '@fastify/websocket'
+import type { ConnectionOptions } from 'node:tls'
 import { WebSocket } from 'ws'
 import type { RevocationCheck, TokenService } from '../auth/token.js'
 import { bearerToken, requireToken } from '../auth/token.js'
@@ -15,14 +16,17 @@ import { HOP_BY_HOP } from '../proxy/headers-options.js'
 import { assertInsideBase, upstreamPath } from '../proxy/path.js'
 import { splitUrl } from '../proxy/prefix.js'
 import { upstreamError } from '../proxy/upstream-errors.js'
+import type { TargetTransport } from '../transport/dispatcher.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
 import type { ResolvedWebSocket } from './options.js'
-import { agreeProtocol, markTunnelled, WEBSOCKET_ROUTE } from './server.js'
+import { agreeProtocol, handshakeTimeout, markTunnelled, WEBSOCKET_ROUTE } from './server.js'
 import { tunnel } from './tunnel.js'
 
 /** What a target scope lends the WebSocket route. */
 export interface WebSocketRouteDeps {
   readonly target: ResolvedTarget
+  /** The target's HTTP transport: tunnels take its upstream selection, health, breaker and TLS. */
+  readonly transport: TargetTransport
   readonly settings: ResolvedWebSocket
   readonly tokens: TokenService
   readonly info: TargetInfo
@@ -111,12 +115,23 @@ export function upgradeToken (request: FastifyRequest, settings: ResolvedWebSock
   return parameter === false ? undefined : queryValue(splitUrl(request.url).query, parameter)
 }
 
-/** Opens the upstream socket; resolves once its 101 arrived, paused until the tunnel starts. */
+// The status of an upstream's answer that was not a 101, per error.
+const answered = new WeakMap<Error, number>()
+
+function answeredWith (err: unknown): number | undefined {
+  return err instanceof Error ? answered.get(err) : undefined
+}
+
+/**
+ * Opens the upstream socket; resolves once its 101 arrived, paused until the
+ * tunnel starts. `tls` is the target's `transport.tls` (ws hands it to
+ * `tls.connect` for a `wss:` URL); `timeout` bounds the whole handshake.
+ */
 function openUpstream (
-  url: string, protocols: string[], headers: Record<string, string>, settings: ResolvedWebSocket, timeout: number
+  url: string, protocols: string[], headers: Record<string, string>, settings: ResolvedWebSocket, timeout: number, tls: ConnectionOptions
 ): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const upstream = new WebSocket(url, protocols, { headers, maxPayload: settings.maxPayload, perMessageDeflate: false, followRedirects: false })
+    const upstream = new WebSocket(url, protocols, { ...tls, headers, maxPayload: settings.maxPayload, perMessageDeflate: false, followRedirects: false })
     let settled = false
     const settle = (err?: Error): void => {
       if (settled) return
@@ -132,13 +147,22 @@ function openUpstream (
     const timer = setTimeout(() => settle(new UpstreamTimeoutError()), timeout)
     // Stays for the socket's life: an error between open and tunnel must not crash.
     upstream.on('error', (err) => settle(upstreamError(err)))
-    upstream.once('unexpected-response', () => settle(new UpstreamBadResponseError()))
+    upstream.once('unexpected-response', (_request, response) => {
+      const err = new UpstreamBadResponseError()
+      // An answer, not an outage: health and the breaker judge its status as for HTTP.
+      answered.set(err, response.statusCode ?? 0)
+      settle(err)
+    })
     // ws checks the answer after this event and would fail with a bare
     // error: an upstream that selects none of the offered subprotocols
     // answered, it just said no, and the caller is told so.
     upstream.once('upgrade', (response) => {
       const selected = response.headers['sec-websocket-protocol']
-      if (protocols.length > 0 && (selected === undefined || !protocols.includes(selected))) settle(new WebSocketProtocolMismatchError())
+      if (protocols.length > 0 && (selected === undefined || !protocols.includes(selected))) {
+        const err = new WebSocketProtocolMismatchError()
+        answered.set(err, 101)
+        settle(err)
+      }
     })
     upstream.once('open', () => {
       // Messages that arrive before the tunnel listens must wait, not vanish.
@@ -155,8 +179,8 @@ function openUpstream (
  * refused caller gets a plain HTTP error and a dead upstream a 502.
  */
 export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps): WebSocketRoute {
-  const { target, settings, tokens, info, run, credentialHeaders, refuse } = deps
-  const wsOrigin = target.origin.replace(/^http/, 'ws')
+  const { target, transport, settings, tokens, info, run, credentialHeaders, refuse } = deps
+  const timeout = handshakeTimeout(target)
   const pending = new WeakMap<FastifyRequest, Pending>()
   const open = new Set<WebSocket>()
   scope.addHook('onClose', async () => {
@@ -209,8 +233,12 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       else if (!HANDSHAKE_HEADER.test(lower) && !HOP_BY_HOP.has(lower)) headers[lower] = Array.isArray(value) ? value.join(', ') : value
     }
     Object.assign(headers, await credentialHeaders(ctx))
-    const url = wsOrigin + outgoing.path + (outgoing.query === '' ? '' : `?${outgoing.query}`)
-    const upstream = await openUpstream(url, protocols, headers, settings, target.timeouts.response)
+    const pathAndQuery = outgoing.path + (outgoing.query === '' ? '' : `?${outgoing.query}`)
+    // The handshake is a GET: like HTTP, a refused connect may go to the next upstream.
+    const upstream = await transport.open(
+      ({ origin, tls }) => openUpstream(origin.replace(/^http/, 'ws') + pathAndQuery, protocols, headers, settings, timeout, tls),
+      { method: 'GET', answeredWith, reply: ctx.fastifyReply }
+    )
     open.add(upstream)
     upstream.once('close', () => open.delete(upstream))
     return upstream
