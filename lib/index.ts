@@ -34,6 +34,8 @@ export type {
 export * as errors from './errors.js'
 export { Phase } from './proxy/phase.js'
 export type { PathOptions } from './types.js'
+export type { HealthOptions, RequestIdOptions } from './types.js'
+export { gatehouseRequestId, isSafeRequestId } from './observe/request-id.js'
 export { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 export type {
   BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure

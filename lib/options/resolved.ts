@@ -3,6 +3,8 @@ import type { ResolvedKeys } from '../auth/keys-options.js'
 import type { ResolvedLifecycle } from '../auth/lifecycle-options.js'
 import type { ResolvedRules } from '../auth/rules-options.js'
 import type { ResolvedCors } from '../cors/options.js'
+import type { ResolvedHealth } from '../health/options.js'
+import type { ResolvedRequestId } from '../observe/request-id-options.js'
 import type { ResolvedHeaderPolicy } from '../proxy/headers-options.js'
 import type { ResolvedPathGuard } from '../proxy/path.js'
 import type { ResolvedRewrite } from '../proxy/rewrite-options.js'
@@ -89,4 +91,8 @@ export interface ResolvedOptions {
   readonly shutdown: { readonly drainTimeout: number | undefined }
   /** The top-level CORS policy (token routes, default of targets), `undefined` when off. */
   readonly cors: ResolvedCors | undefined
+  /** The request id header and whose copy is kept, `undefined` when off. */
+  readonly requestId: ResolvedRequestId | undefined
+  /** Liveness and readiness routes, `undefined` when off. */
+  readonly health: ResolvedHealth | undefined
 }
