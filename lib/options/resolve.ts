@@ -242,7 +242,7 @@ function checkHealthPaths (health: ResolvedHealth, auth: ResolvedAuth, targets: 
   for (const key of ['path', 'readyPath'] as const) {
     const route = health[key]
     const target = targets.find((candidate) => underPrefix(route, candidate.prefix, caseInsensitive))
-    if (target !== undefined) fail(`health.${key}`, `a path outside every target prefix (${route} is under ${target.prefix})`)
+    if (target !== undefined) fail(`health.${key}`, `a path outside every target prefix (${route} is under ${target.prefix}; move it, or set health: false)`)
     if (tokenRoutes.includes(route)) fail(`health.${key}`, `a path other than the token routes ${tokenRoutes.join(', ')}`)
   }
 }
