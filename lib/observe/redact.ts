@@ -68,15 +68,19 @@ export function gatehouseLogging (options: GatehouseOptions): GatehouseLogging {
   return {
     redact: { paths, censor: REDACTED },
     serializers: {
-      // Fastify's own `req` serializer, with the URL's token parameters hidden.
-      req: (request) => ({
-        method: request.method,
-        url: redactUrl(request.url, parameters),
-        version: request.headers?.['accept-version'],
-        host: request.host,
-        remoteAddress: request.ip,
-        remotePort: request.socket?.remotePort
-      })
+      // Fastify's own `req` serializer, with the URL's token parameters
+      // hidden. Anything else logged as `req` (a middleware's own object)
+      // passes as it is, its headers redacted by the paths.
+      req: (request) => typeof request?.url !== 'string' || request.raw === undefined
+        ? request as unknown as Record<string, unknown>
+        : {
+            method: request.method,
+            url: redactUrl(request.url, parameters),
+            version: request.headers['accept-version'],
+            host: request.host,
+            remoteAddress: request.ip,
+            remotePort: request.socket?.remotePort
+          }
     }
   }
 }
