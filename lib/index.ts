@@ -35,6 +35,10 @@ export * as errors from './errors.js'
 export { Phase } from './proxy/phase.js'
 export type { PathOptions } from './types.js'
 export type { TracerProviderLike, TracingOptions } from './types.js'
+export type { HealthOptions, RequestIdOptions } from './types.js'
+export { gatehouseRequestId, isSafeRequestId } from './observe/request-id.js'
+export { gatehouseLogging } from './observe/redact.js'
+export type { GatehouseLogging } from './observe/redact.js'
 export { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 export type {
   BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure

@@ -8,12 +8,15 @@ import { registerTokens, verifyAccessToken } from './auth/token.js'
 import type { TokenService } from './auth/token.js'
 import { registerCors } from './cors/register.js'
 import { gatehouseErrorHandler } from './error-handler.js'
+import { registerHealth } from './health/routes.js'
+import { requestIdHooks } from './observe/request-id.js'
 import { lifecycleRoutes } from './auth/lifecycle-options.js'
 import { resolveOptions } from './options/resolve.js'
 import { createTracing } from './observe/tracing.js'
 import { targetScope } from './proxy/target.js'
 import { deferContinue } from './transport/expect-continue.js'
 import { gracefulShutdown } from './transport/shutdown.js'
+import type { DrainState } from './transport/shutdown.js'
 import type { GatehouseClaims, GatehouseOptions } from './types.js'
 import { registerWebSocket } from './ws/server.js'
 
@@ -45,6 +48,7 @@ declare module 'fastify' {
 export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function gatehouse (fastify, opts) {
   const options = resolveOptions(opts)
   let tokens: TokenService | undefined
+  let drain: DrainState | undefined
 
   fastify.decorate('gatehouse', {
     signToken: (claims: GatehouseClaims) => (tokens as TokenService).sign(claims),
@@ -55,6 +59,8 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
     scope.setErrorHandler(gatehouseErrorHandler)
     // First of all: the server span opens before any other hook of the scope runs.
     const tracing = options.tracing === undefined ? undefined : await createTracing(scope, options.tracing)
+    // Then the request id: preflights, refusals and errors carry it too.
+    if (options.requestId !== undefined) requestIdHooks(scope, options.requestId)
     // First hook of the scope: preflights are answered before the shutdown
     // drain and the targets' token check, and errors keep its headers.
     if (options.cors !== undefined || options.targets.some((target) => target.cors !== undefined)) {
@@ -62,7 +68,7 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
       await registerCors(scope, options.cors, [...(auth.login === false ? [] : [auth.login.path]), ...lifecycleRoutes(auth.lifecycle)])
     }
     // Before the targets: they register their transports with the drain.
-    gracefulShutdown(scope, options.shutdown)
+    drain = gracefulShutdown(scope, options.shutdown)
     // 100 Continue only once a request is admitted and its body is read.
     deferContinue(scope)
     // Compression hooks attach to routes as they are added: it goes first.
@@ -78,4 +84,14 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
       await scope.register(targetScope(target, tokens, tracing), { prefix: target.prefix === '/' ? '' : target.prefix })
     }
   })
+
+  const health = options.health
+  if (health !== undefined) {
+    // Beside the gateway's scope, not in it: no token, and the drain's
+    // refusal would hide the "draining" reason.
+    await fastify.register(async function gatehouseHealth (scope: FastifyInstance) {
+      if (options.requestId !== undefined) requestIdHooks(scope, options.requestId)
+      await registerHealth(scope, health, { drain: () => drain, store: options.auth.lifecycle.store })
+    })
+  }
 }

@@ -672,6 +672,77 @@ export interface TracingOptions {
    * @example new NodeTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] })
    */
   tracerProvider?: TracerProviderLike
+   * The request id (on by default; `false` turns it off): sent upstream on
+   * every proxied request and WebSocket handshake and returned to the client.
+   * The caller's own id is kept only from a trusted peer and when it is a safe
+   * value; otherwise a random UUID replaces it. Pass `gatehouseRequestId(sameOptions)`
+   * as Fastify's `genReqId` so that `reqId` in log lines is the same id.
+   * @example { header: 'x-request-id', trust: ['10.0.0.0/8'] }
+   */
+  requestId?: RequestIdOptions | false
+  /**
+   * Liveness (`/healthz`) and readiness (`/readyz`) routes, outside the targets
+   * and without a token. Off unless given (`true` for the defaults).
+   * @example { readyPath: '/ready', maxEventLoopDelay: 500 }
+   */
+  health?: HealthOptions | boolean
+}
+
+/** Where the request id is read and written, and whose copy is believed. */
+export interface RequestIdOptions {
+  /**
+   * The header that carries it, both ways. Default `'x-request-id'`.
+   * @example 'x-correlation-id'
+   */
+  header?: string
+  /**
+   * Whose incoming id is kept: `false` (default: always a fresh one, as Envoy
+   * does for external callers), `true` (any peer: only behind a proxy that
+   * sets or strips it), or the addresses/CIDRs of the proxies in front
+   * (`'loopback'`, `'linklocal'` and `'uniquelocal'` also work, as in
+   * Fastify's `trustProxy`). Compared with the connection's peer address.
+   * @example ['10.0.0.0/8', '127.0.0.1']
+   */
+  trust?: boolean | string | string[]
+}
+
+/** Liveness and readiness routes. */
+export interface HealthOptions {
+  /**
+   * Liveness: 200 `{ status: 'ok' }` while the process answers. Default `'/healthz'`.
+   * @example '/livez'
+   */
+  path?: string
+  /**
+   * Readiness: 200 `{ status: 'ok' }`, or 503 `{ status: 'unavailable', reasons }`
+   * when not listening, draining, the store does not answer, a target with
+   * active health checks has no healthy upstream, or the event loop lags.
+   * Default `'/readyz'`.
+   * @example '/ready'
+   */
+  readyPath?: string
+  /**
+   * Mean event-loop delay (ms, measured by `@fastify/under-pressure`) above
+   * which the gateway is not ready; `0` turns the check off. Default 1000.
+   * @example 200
+   */
+  maxEventLoopDelay?: number
+  /**
+   * How often (ms) the event-loop delay is sampled. Default 1000.
+   * @example 500
+   */
+  sampleInterval?: number
+  /**
+   * Milliseconds the store (`auth.store`) gets to answer a readiness probe. Default 500.
+   * @example 250
+   */
+  storeTimeout?: number
+  /**
+   * Whether a target with active health checks and no healthy upstream makes
+   * the gateway not ready. Default true.
+   * @example false
+   */
+  upstreams?: boolean
 }
 
 /** How the path guard reads request paths. */

@@ -218,7 +218,7 @@ t.test('50 concurrent requests never see each other\'s ctx, state or user', asyn
             contexts.add(ctx)
             t.same(ctx.state, {}, 'state starts from the seed')
             ctx.state.sub = String(ctx.user?.sub)
-            ctx.state.id = String(ctx.request.headers['x-request-id'])
+            ctx.state.id = String(ctx.request.headers['x-test-marker'])
             await delay(Math.floor(Math.random() * 10))
             await next()
             if (ctx.response === undefined) return
@@ -240,7 +240,7 @@ t.test('50 concurrent requests never see each other\'s ctx, state or user', asyn
   const results = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
     const sub = `user-${i}`
     const res = await request(`${base}/api/item/${i}`, {
-      headers: { ...bearer(tokenFor(app, { sub })), 'x-request-id': `req-${i}` }
+      headers: { ...bearer(tokenFor(app, { sub })), 'x-test-marker': `req-${i}` }
     })
     const body = await res.body.json() as { url: string, headers: Record<string, string> }
     return { i, sub, status: res.statusCode, seen: res.headers['x-seen'], body }
@@ -252,7 +252,7 @@ t.test('50 concurrent requests never see each other\'s ctx, state or user', asyn
     t.equal(seen, `${sub}|req-${i}|${sub}|${sub}`, `request ${i} saw only its own context`)
     t.equal(body.url, `/api/item/${i}`)
     t.equal(body.headers['x-user'], sub, `upstream got request ${i}'s user`)
-    t.equal(body.headers['x-request-id'], `req-${i}`)
+    t.equal(body.headers['x-test-marker'], `req-${i}`)
   }
 })
 

@@ -68,6 +68,7 @@ export interface GatewayConfig {
 export interface RedisConnection {
   connect: () => Promise<void>
   disconnect: () => void
+  on: ((event: 'error', listener: (err: Error) => void) => unknown) & ((event: 'ready', listener: () => void) => unknown)
 }
 
 type Env = Record<string, string | undefined>
@@ -92,6 +93,7 @@ export async function loadConfig (file: string, env: Env = process.env): Promise
     const dir = dirname(resolvePath(file))
     const { store, options, redis } = await pluginOptions(top, dir)
     const settings = resolveSettings(top, store)
+    cliDefaults(options, top, settings)
     resolveOptions(options)
     return { file, settings, options, ...(redis === undefined ? {} : { redis }) }
   } catch (err) {
@@ -99,6 +101,20 @@ export async function loadConfig (file: string, env: Env = process.env): Promise
       (err as Error).message = `${file}: ${(err as Error).message}`
     }
     throw err
+  }
+}
+
+/**
+ * What the command turns on that the plugin leaves off: health routes (a
+ * probe needs them from the first deployment), and a request id that trusts
+ * the caller's copy exactly as far as `server.trustProxy` trusts the peer
+ * (as Envoy keeps an internal caller's id and replaces an external one).
+ */
+function cliDefaults (options: GatehouseOptions, top: Record<string, unknown>, settings: CliSettings): void {
+  if (top.health === undefined) options.health = true
+  if (top.requestId === undefined) {
+    const proxy = settings.server.trustProxy
+    options.requestId = { trust: typeof proxy === 'number' ? proxy > 0 : proxy }
   }
 }
 

@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance } from 'fastify'
-import gatehouse, { gatehouseFrameworkErrors, gatehouseNotFound } from '../index.js'
+import gatehouse, { gatehouseFrameworkErrors, gatehouseLogging, gatehouseNotFound, gatehouseRequestId } from '../index.js'
 import { loadConfig } from './config.js'
 import type { CliSettings, GatewayConfig } from './config.js'
 import { checkWorkers, reportListening, runPrimary, workerCount } from './workers.js'
@@ -38,8 +38,14 @@ file named by NAME_FILE. See the README's "Deploying" section.
 /** A Fastify server with the gateway of `config` registered, not listening yet. */
 export async function buildServer (config: GatewayConfig): Promise<FastifyInstance> {
   const { settings, options } = config
+  const requestId = options.requestId
   const app = Fastify({
-    logger: settings.logging.level === 'silent' ? false : { level: settings.logging.level },
+    // Secrets redacted wherever headers are logged, token query parameters hidden in URLs.
+    logger: settings.logging.level === 'silent' ? false : { level: settings.logging.level, ...gatehouseLogging(options) },
+    // reqId in every log line is the x-request-id the gateway sends upstream
+    // and back; Fastify's requestIdHeader would take the caller's unchecked.
+    requestIdHeader: false,
+    ...(requestId === false ? {} : { genReqId: gatehouseRequestId(requestId) }),
     logController: new LogController({ disableRequestLogging: !settings.logging.requests }),
     // Fastify takes a number of hops too (proxy-addr); only its types leave numbers out.
     trustProxy: settings.server.trustProxy as boolean | string | string[],
@@ -52,6 +58,18 @@ export async function buildServer (config: GatewayConfig): Promise<FastifyInstan
   if (redis !== undefined) {
     // ioredis keeps retrying a first connection that fails; the store answers 503 meanwhile.
     redis.connect().catch(() => {})
+    // Without a listener ioredis prints every failed reconnection itself;
+    // one line per outage here, with the error code only (never the URL).
+    let down = false
+    redis.on('error', (err: Error & { code?: string }) => {
+      if (down) return
+      down = true
+      app.log.warn({ code: err.code ?? err.name }, 'redis store connection failed; retrying')
+    })
+    redis.on('ready', () => {
+      if (down) app.log.info('redis store connected again')
+      down = false
+    })
     // disconnect, not quit: quit waits for a Redis that may be gone.
     app.addHook('onClose', async () => redis.disconnect())
   }

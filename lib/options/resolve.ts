@@ -12,6 +12,9 @@ import { resolvePathGuard } from '../proxy/path.js'
 import { resolveShutdown, resolveTransport } from '../transport/options.js'
 import { resolveCors, resolveTargetCors } from '../cors/options.js'
 import type { ResolvedCors } from '../cors/options.js'
+import { resolveHealth, underPrefix } from '../health/options.js'
+import type { ResolvedHealth } from '../health/options.js'
+import { resolveRequestId } from '../observe/request-id-options.js'
 import type {
   AuthOptions, CredentialsFunction, GatehouseOptions, Middleware, PathOptions, TargetOptions, TokenAlgorithm, TracerProviderLike
 } from '../types.js'
@@ -31,7 +34,7 @@ const ALGORITHMS = new Set<TokenAlgorithm>([
 ])
 
 // The keys of each option object (see `object` in validate.ts: others fail with a hint).
-export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths', 'tracing']
+export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths', 'tracing', 'requestId', 'health']
 const AUTH_KEYS = [
   'algorithm', 'secret', 'privateKey', 'publicKey', 'expiresIn', 'issuer', 'audience', 'clockTolerance',
   'login', 'refresh', 'logout', 'store', 'keys', 'jwks', 'jwksRoute'
@@ -240,6 +243,19 @@ function resolveTarget (value: unknown, index: number, cors: ResolvedCors | unde
   }
 }
 
+/** The health routes may shadow neither a target's paths nor a token route. */
+function checkHealthPaths (health: ResolvedHealth, auth: ResolvedAuth, targets: readonly ResolvedTarget[], caseInsensitive: boolean): void {
+  const tokenRoutes = [
+    ...(auth.login === false ? [] : [auth.login.path]), ...lifecycleRoutes(auth.lifecycle), ...(auth.keys.jwksRoute === false ? [] : [auth.keys.jwksRoute])
+  ]
+  for (const key of ['path', 'readyPath'] as const) {
+    const route = health[key]
+    const target = targets.find((candidate) => underPrefix(route, candidate.prefix, caseInsensitive))
+    if (target !== undefined) fail(`health.${key}`, `a path outside every target prefix (${route} is under ${target.prefix}; move it, or set health: false)`)
+    if (tokenRoutes.includes(route)) fail(`health.${key}`, `a path other than the token routes ${tokenRoutes.join(', ')}`)
+  }
+}
+
 /** Validates the user's options once, at register, and applies defaults. */
 export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (!isObject(opts)) fail('options', 'an object { auth, targets }')
@@ -264,11 +280,13 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
       fail(`targets[${index}].prefix`, `a prefix other than the token routes ${lifecycleRoutes(auth.lifecycle).join(', ')}`)
     }
   }
+  const health = resolveHealth(opts.health)
+  if (health !== undefined) checkHealthPaths(health, auth, targets, caseInsensitive)
   // @fastify/compress validates its own options: passed through untouched.
   if (opts.compress !== undefined && opts.compress !== false && !isObject(opts.compress)) {
     fail('compress', 'false or @fastify/compress options')
   }
-  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown), cors, tracing: resolveTracing(opts.tracing) }
+  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown), cors, tracing: resolveTracing(opts.tracing), requestId: resolveRequestId(opts.requestId), health }
 }
 
 function resolveTracing (value: unknown): ResolvedOptions['tracing'] {

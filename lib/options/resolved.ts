@@ -3,6 +3,8 @@ import type { ResolvedKeys } from '../auth/keys-options.js'
 import type { ResolvedLifecycle } from '../auth/lifecycle-options.js'
 import type { ResolvedRules } from '../auth/rules-options.js'
 import type { ResolvedCors } from '../cors/options.js'
+import type { ResolvedHealth } from '../health/options.js'
+import type { ResolvedRequestId } from '../observe/request-id-options.js'
 import type { ResolvedHeaderPolicy } from '../proxy/headers-options.js'
 import type { ResolvedIdentity } from '../proxy/identity-options.js'
 import type { ResolvedPathGuard } from '../proxy/path.js'
@@ -94,4 +96,8 @@ export interface ResolvedOptions {
   readonly cors: ResolvedCors | undefined
   /** OpenTelemetry tracing, `undefined` when off. */
   readonly tracing: { readonly tracerProvider: TracerProviderLike | undefined } | undefined
+  /** The request id header and whose copy is kept, `undefined` when off. */
+  readonly requestId: ResolvedRequestId | undefined
+  /** Liveness and readiness routes, `undefined` when off. */
+  readonly health: ResolvedHealth | undefined
 }

@@ -12,6 +12,7 @@ import { HealthChecker } from './health.js'
 import { IdlePool } from './idle.js'
 import { backoff, bodyUntouched, isRetryableError, parseRetryAfter, sleep } from './retry.js'
 import { closeOnDrain } from './shutdown.js'
+import type { UpstreamReadiness } from './shutdown.js'
 import { causeChain, errorCode } from './cause.js'
 import { connectOptions, tlsOptions } from './tls.js'
 
@@ -399,6 +400,11 @@ export class TargetTransport {
     let count = 0
     for (const node of this.balancer.nodes) count += node.inFlight
     return count
+  }
+
+  /** For readiness: whether active health checks run and any upstream passes them. */
+  readiness (): UpstreamReadiness {
+    return { target: this.#target.name, checked: this.#health !== undefined, healthy: this.balancer.nodes.some((node) => !node.down) }
   }
 
   /** Idempotent; safe to pass around unbound (onClose hook, drain). */

@@ -4,7 +4,25 @@ import { DEFAULT_DRAIN_TIMEOUT } from './options.js'
 
 const DRAIN = Symbol.for('fastify-gatehouse.drain')
 
-interface Closable { close: () => Promise<void> }
+/** What readiness reads of a target's transport (lib/health). */
+export interface UpstreamReadiness {
+  readonly target: string
+  /** Active health checks run on its upstreams. */
+  readonly checked: boolean
+  /** At least one upstream is not marked down by them. */
+  readonly healthy: boolean
+}
+
+interface Closable {
+  close: () => Promise<void>
+  readiness?: () => UpstreamReadiness
+}
+
+/** Read-only view of the drain, for readiness. */
+export interface DrainState {
+  readonly draining: boolean
+  readonly transports: ReadonlySet<Closable>
+}
 
 /** Tracks in-flight requests of the gatehouse scope and the transports to close. */
 class Drain {
@@ -62,7 +80,7 @@ export function drainTimeoutFor (configured: number | undefined, pluginTimeout: 
  * finish, then every upstream pool is destroyed, cutting what is still
  * running (long streams), and `close()` goes on.
  */
-export function gracefulShutdown (scope: FastifyInstance, settings: { readonly drainTimeout: number | undefined }): void {
+export function gracefulShutdown (scope: FastifyInstance, settings: { readonly drainTimeout: number | undefined }): DrainState {
   const drainTimeout = drainTimeoutFor(settings.drainTimeout, scope.initialConfig.pluginTimeout)
   const drain = new Drain()
   scope.decorate(DRAIN as unknown as string, drain)
@@ -90,6 +108,7 @@ export function gracefulShutdown (scope: FastifyInstance, settings: { readonly d
     await drain.settle(drainTimeout)
     await Promise.all([...drain.transports].map((transport) => transport.close()))
   })
+  return drain
 }
 
 /** Registers a target's transport so that the drain closes it after the deadline. */
