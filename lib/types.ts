@@ -655,6 +655,21 @@ export interface GatehouseOptions {
    * @example { tracerProvider: provider }
    */
   tracing?: boolean | TracingOptions
+  /**
+   * The request id (on by default; `false` turns it off): sent upstream on
+   * every proxied request and WebSocket handshake and returned to the client.
+   * The caller's own id is kept only from a trusted peer and when it is a safe
+   * value; otherwise a random UUID replaces it. Pass `gatehouseRequestId(sameOptions)`
+   * as Fastify's `genReqId` so that `reqId` in log lines is the same id.
+   * @example { header: 'x-request-id', trust: ['10.0.0.0/8'] }
+   */
+  requestId?: RequestIdOptions | false
+  /**
+   * Liveness (`/healthz`) and readiness (`/readyz`) routes, outside the targets
+   * and without a token. Off unless given (`true` for the defaults).
+   * @example { readyPath: '/ready', maxEventLoopDelay: 500 }
+   */
+  health?: HealthOptions | boolean
 }
 
 /**
@@ -672,20 +687,6 @@ export interface TracingOptions {
    * @example new NodeTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] })
    */
   tracerProvider?: TracerProviderLike
-   * The request id (on by default; `false` turns it off): sent upstream on
-   * every proxied request and WebSocket handshake and returned to the client.
-   * The caller's own id is kept only from a trusted peer and when it is a safe
-   * value; otherwise a random UUID replaces it. Pass `gatehouseRequestId(sameOptions)`
-   * as Fastify's `genReqId` so that `reqId` in log lines is the same id.
-   * @example { header: 'x-request-id', trust: ['10.0.0.0/8'] }
-   */
-  requestId?: RequestIdOptions | false
-  /**
-   * Liveness (`/healthz`) and readiness (`/readyz`) routes, outside the targets
-   * and without a token. Off unless given (`true` for the defaults).
-   * @example { readyPath: '/ready', maxEventLoopDelay: 500 }
-   */
-  health?: HealthOptions | boolean
 }
 
 /** Where the request id is read and written, and whose copy is believed. */
