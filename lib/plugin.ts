@@ -10,9 +10,12 @@ import { registerCors } from './cors/register.js'
 import { gatehouseErrorHandler } from './error-handler.js'
 import { lifecycleRoutes } from './auth/lifecycle-options.js'
 import { resolveOptions } from './options/resolve.js'
+import { Observer } from './observe/observer.js'
+import { registerScrapeRoute } from './observe/scrape.js'
 import { targetScope } from './proxy/target.js'
 import { deferContinue } from './transport/expect-continue.js'
 import { gracefulShutdown } from './transport/shutdown.js'
+import type { Registry } from 'prom-client'
 import type { GatehouseClaims, GatehouseOptions } from './types.js'
 import { registerWebSocket } from './ws/server.js'
 
@@ -28,6 +31,12 @@ export interface GatehouseDecorator {
    * @example const claims = await fastify.gatehouse.verifyToken(token)
    */
   verifyToken: (token: string) => Promise<GatehouseClaims>
+  /**
+   * The prom-client registry of the gateway's metrics; `undefined` when
+   * `metrics` is off. With `metrics.path: false`, serve it yourself.
+   * @example reply.type(fastify.gatehouse.metrics!.contentType).send(await fastify.gatehouse.metrics!.metrics())
+   */
+  metrics: Registry | undefined
 }
 
 declare module 'fastify' {
@@ -44,10 +53,13 @@ declare module 'fastify' {
 export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function gatehouse (fastify, opts) {
   const options = resolveOptions(opts)
   let tokens: TokenService | undefined
+  // Only when metrics or the access log are on: `undefined` costs the request path nothing.
+  const observer = options.metrics === undefined && options.accessLog === undefined ? undefined : new Observer(options.metrics, options.accessLog)
 
   fastify.decorate('gatehouse', {
     signToken: (claims: GatehouseClaims) => (tokens as TokenService).sign(claims),
-    verifyToken: async (token: string) => await verifyAccessToken(tokens as TokenService, token)
+    verifyToken: async (token: string) => await verifyAccessToken(tokens as TokenService, token),
+    metrics: observer?.metrics?.registry
   })
 
   await fastify.register(async function gatehouseScope (scope: FastifyInstance) {
@@ -68,11 +80,15 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
     if (options.targets.some((target) => target.websocket !== undefined)) await registerWebSocket(scope, options.targets)
     const lifecycle = createTokenLifecycle(scope, options.auth)
     tokens = await registerTokens(scope, options.auth, lifecycle.store)
-    registerLogin(scope, options.auth, tokens, lifecycle)
+    registerLogin(scope, options.auth, tokens, lifecycle, observer)
     registerRefresh(scope, options.auth, tokens, lifecycle.sessions)
     registerLogout(scope, options.auth, tokens, lifecycle)
+    const metrics = observer?.metrics
+    if (metrics !== undefined && options.metrics !== undefined && options.metrics.path !== false) {
+      registerScrapeRoute(scope, options.metrics.path, options.metrics.access, metrics)
+    }
     for (const target of options.targets) {
-      await scope.register(targetScope(target, tokens), { prefix: target.prefix === '/' ? '' : target.prefix })
+      await scope.register(targetScope(target, tokens, observer), { prefix: target.prefix === '/' ? '' : target.prefix })
     }
   })
 }

@@ -10,6 +10,7 @@ import { resolveHeaderPolicy } from '../proxy/headers-options.js'
 import { resolvePathGuard } from '../proxy/path.js'
 import { resolveShutdown, resolveTransport } from '../transport/options.js'
 import { resolveCors, resolveTargetCors } from '../cors/options.js'
+import { resolveAccessLog, resolveMetrics, underPrefix } from '../observe/options.js'
 import type { ResolvedCors } from '../cors/options.js'
 import type {
   AuthOptions, CredentialsFunction, GatehouseOptions, Middleware, PathOptions, TargetOptions, TokenAlgorithm
@@ -30,7 +31,7 @@ const ALGORITHMS = new Set<TokenAlgorithm>([
 ])
 
 // The keys of each option object (see `object` in validate.ts: others fail with a hint).
-export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths']
+export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths', 'metrics', 'accessLog']
 const AUTH_KEYS = [
   'algorithm', 'secret', 'privateKey', 'publicKey', 'expiresIn', 'issuer', 'audience', 'clockTolerance',
   'login', 'refresh', 'logout', 'store', 'keys', 'jwks', 'jwksRoute'
@@ -259,5 +260,21 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (opts.compress !== undefined && opts.compress !== false && !isObject(opts.compress)) {
     fail('compress', 'false or @fastify/compress options')
   }
-  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown), cors }
+  const metrics = resolveMetrics(opts.metrics)
+  if (metrics !== undefined && metrics.path !== false) {
+    const taken = [...(auth.login === false ? [] : [auth.login.path]), ...lifecycleRoutes(auth.lifecycle), ...(auth.keys.jwksRoute === false ? [] : [auth.keys.jwksRoute])]
+    // The scrape must never be reachable as, or shadow, a proxied path.
+    if (taken.includes(metrics.path) || targets.some((target) => underPrefix(metrics.path as string, target.prefix) || underPrefix(target.prefix, metrics.path as string))) {
+      fail('metrics.path', `a path outside every target prefix and other than the login and token routes (${metrics.path} is taken)`)
+    }
+  }
+  return {
+    auth,
+    targets,
+    compress: opts.compress === undefined ? {} : opts.compress,
+    shutdown: resolveShutdown(opts.shutdown),
+    cors,
+    metrics,
+    accessLog: resolveAccessLog(opts.accessLog)
+  }
 }

@@ -4,6 +4,7 @@ import type { ResolvedLifecycle } from '../auth/lifecycle-options.js'
 import type { ResolvedRules } from '../auth/rules-options.js'
 import type { ResolvedCors } from '../cors/options.js'
 import type { ResolvedHeaderPolicy } from '../proxy/headers-options.js'
+import type { ResolvedAccessLog, ResolvedMetrics } from '../observe/options.js'
 import type { ResolvedPathGuard } from '../proxy/path.js'
 import type { ResolvedRewrite } from '../proxy/rewrite-options.js'
 import type { ResolvedTransport } from '../transport/options.js'
@@ -89,4 +90,8 @@ export interface ResolvedOptions {
   readonly shutdown: { readonly drainTimeout: number | undefined }
   /** The top-level CORS policy (token routes, default of targets), `undefined` when off. */
   readonly cors: ResolvedCors | undefined
+  /** Prometheus metrics, `undefined` when off. */
+  readonly metrics: ResolvedMetrics | undefined
+  /** The access log, `undefined` when off. */
+  readonly accessLog: ResolvedAccessLog | undefined
 }
