@@ -263,8 +263,8 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   const metrics = resolveMetrics(opts.metrics)
   if (metrics !== undefined && metrics.path !== false) {
     const taken = [...(auth.login === false ? [] : [auth.login.path]), ...lifecycleRoutes(auth.lifecycle), ...(auth.keys.jwksRoute === false ? [] : [auth.keys.jwksRoute])]
-    // The scrape must never be reachable as, or shadow, a proxied path.
-    if (taken.includes(metrics.path) || targets.some((target) => underPrefix(metrics.path as string, target.prefix) || underPrefix(target.prefix, metrics.path as string))) {
+    // The scrape must never take a path a target would proxy.
+    if (taken.includes(metrics.path) || targets.some((target) => underPrefix(metrics.path as string, target.prefix))) {
       fail('metrics.path', `a path outside every target prefix and other than the login and token routes (${metrics.path} is taken)`)
     }
   }
