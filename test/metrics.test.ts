@@ -1,3 +1,5 @@
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
 import t from 'tap'
 import type { Test } from 'tap'
 import Fastify from 'fastify'
@@ -7,8 +9,10 @@ import { Registry } from 'prom-client'
 import { request } from 'undici'
 import { WebSocket } from 'ws'
 import gatehouse, { gatehouseFrameworkErrors } from '../lib/index.js'
+import { main } from '../lib/cli/gatehouse.js'
 import type { GatehouseOptions, TargetOptions } from '../lib/index.js'
 import { SECRET, bearer, testUsers, tokenFor } from './helpers/app.js'
+import { serveCli } from './helpers/cli.js'
 import { closedPort, upstreamFor } from './helpers/upstream.js'
 import { startWsUpstream } from './helpers/ws-upstream.js'
 import { nextEvent, waitFor } from './helpers/wait.js'
@@ -18,6 +22,9 @@ import { nextEvent, waitFor } from './helpers/wait.js'
  * listening gateway, read back by parsing the exposition text: exact names,
  * label sets and values; who may scrape; where the scrape may live.
  */
+
+// What the config files say, for the command to read from the environment.
+const SECRET_VARIABLE = '$' + '{JWT_SECRET}'
 
 interface Sample { name: string, labels: Record<string, string>, value: number }
 
@@ -253,4 +260,58 @@ t.test('metrics off: no route, no registry', async (t) => {
   const { app } = await gateway(t, [{ prefix: '/api', upstream: upstream.url }], { metrics: false })
   t.equal(app.gatehouse.metrics, undefined)
   t.equal((await app.inject({ url: '/metrics' })).statusCode, 404)
+})
+
+t.test('gatehouse serve --workers 2: one scrape on metrics.listen sums every worker; the shared port serves no scrape', async (t) => {
+  t.setTimeout(180_000)
+  const upstream = await upstreamFor(t)
+  const root = t.testdir({
+    'gateway.yaml': [
+      'listen: { host: 127.0.0.1, port: 0 }',
+      'logging: { level: warn }',
+      `auth: { secret: '${SECRET_VARIABLE}', login: false, store: { memory: { perWorker: true } } }`,
+      'metrics: { listen: { port: 0 } }',
+      'targets:',
+      `  - { name: api, prefix: /api, upstream: '${upstream.url}', public: true }`
+    ].join('\n') + '\n'
+  })
+  const cli = await serveCli(t, join(root, 'gateway.yaml'), { JWT_SECRET: 'a-metrics-test-secret-of-32-bytes-or-more' }, ['--workers', '2'])
+  const scrapeUrl = (/^gatehouse metrics on (http:\/\/127\.0\.0\.1:\d+\/metrics) \(sum of 2 workers\)$/m.exec(cli.stdout()) ?? [])[1]
+  t.ok(scrapeUrl, 'the primary printed its metrics address')
+  const sent = 20
+  // A fresh connection each: the primary hands connections to the workers in turn.
+  for (let i = 0; i < sent; i++) t.equal((await call(`${cli.url}/api/n${i}`, { reset: true })).status, 200)
+  t.equal(upstream.seen.length, sent)
+  const res = await request(scrapeUrl as string)
+  t.equal(res.statusCode, 200)
+  const samples = parseExposition(await res.body.text())
+  t.equal(valueOf(samples, 'gatehouse_requests_total', { target: 'api', method: 'GET', status_class: '2xx' }), sent, 'the sum over both workers')
+  t.equal(valueOf(samples, 'gatehouse_request_duration_seconds_count', { target: 'api' }), sent)
+  t.equal(valueOf(samples, 'gatehouse_upstream_up', { target: 'api', upstream: upstream.url }), 1, 'up in every worker (min, not a sum)')
+  t.equal((await call(`${cli.url}/metrics`)).status, 404, 'workers do not serve their own scrape')
+  t.equal((await call(scrapeUrl as string, { method: 'POST', body: 'x' })).status, 405)
+})
+
+t.test('gatehouse check: metrics with several workers need metrics.listen', async (t) => {
+  const root = t.testdir({
+    'gateway.yaml': [
+      `auth: { secret: '${SECRET_VARIABLE}', login: false, store: { memory: { perWorker: true } } }`,
+      'metrics: true',
+      'targets: [{ prefix: /api, upstream: "http://127.0.0.1:9" }]'
+    ].join('\n') + '\n',
+    'path.yaml': [
+      `auth: { secret: '${SECRET_VARIABLE}', login: false }`,
+      'metrics: { listen: { port: 0 }, path: /m }',
+      'targets: [{ prefix: /api, upstream: "http://127.0.0.1:9" }]'
+    ].join('\n') + '\n'
+  })
+  const run = async (args: string[]) => {
+    const io = { input: new PassThrough(), output: new PassThrough(), errors: new PassThrough() }
+    let err = ''
+    io.errors.on('data', (chunk: Buffer) => { err += chunk.toString() })
+    return { code: await main(args, io, { JWT_SECRET: 'a-metrics-test-secret-of-32-bytes-or-more' }), err }
+  }
+  t.match(await run(['check', '--config', join(root, 'gateway.yaml'), '--workers', '2']), { code: 1, err: /gateway\.yaml: Invalid fastify-gatehouse option "metrics\.listen": expected \{ host\?, port \} with 2 workers/ })
+  t.match(await run(['check', '--config', join(root, 'gateway.yaml')]), { code: 0 }, 'one process: the scrape is on the gateway port')
+  t.match(await run(['check', '--config', join(root, 'path.yaml')]), { code: 1, err: /"metrics\.path": expected no path with metrics\.listen/ })
 })
