@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
+import { PassThrough, Readable } from 'node:stream'
 import t from 'tap'
 import type { Test } from 'tap'
 import Fastify from 'fastify'
@@ -10,6 +10,11 @@ import { request } from 'undici'
 import { WebSocket } from 'ws'
 import gatehouse, { gatehouseFrameworkErrors } from '../lib/index.js'
 import { main } from '../lib/cli/gatehouse.js'
+import { listenMetrics } from '../lib/cli/workers.js'
+import { Exchange } from '../lib/observe/exchange.js'
+import { methodLabel, statusClass } from '../lib/observe/metrics.js'
+import { loginOutcome } from '../lib/observe/observer.js'
+import { resolveAccessLog, resolveScrapeAccess } from '../lib/observe/options.js'
 import type { GatehouseOptions, TargetOptions } from '../lib/index.js'
 import { SECRET, bearer, testUsers, tokenFor } from './helpers/app.js'
 import { serveCli } from './helpers/cli.js'
@@ -314,4 +319,69 @@ t.test('gatehouse check: metrics with several workers need metrics.listen', asyn
   t.match(await run(['check', '--config', join(root, 'gateway.yaml'), '--workers', '2']), { code: 1, err: /gateway\.yaml: Invalid fastify-gatehouse option "metrics\.listen": expected \{ host\?, port \} with 2 workers/ })
   t.match(await run(['check', '--config', join(root, 'gateway.yaml')]), { code: 0 }, 'one process: the scrape is on the gateway port')
   t.match(await run(['check', '--config', join(root, 'path.yaml')]), { code: 1, err: /"metrics\.path": expected no path with metrics\.listen/ })
+})
+
+t.test('the metrics listener (metrics.listen) refuses with the same codes, serves GET and HEAD only, and hides scrape failures', async (t) => {
+  const access = resolveScrapeAccess({ allow: ['127.0.0.1'], token: 'listener-token-0123456789' }, 'metrics')
+  let fail = false
+  const errors: unknown[] = []
+  const { server, url } = await listenMetrics({ listen: { host: '127.0.0.1', port: 0 }, access }, async () => {
+    if (fail) throw new Error('worker gone: internal detail')
+    return { text: 'gatehouse_x 1\n', contentType: 'text/plain; version=0.0.4; charset=utf-8' }
+  }, (err) => errors.push(err))
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  t.match(url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/)
+  const token = { authorization: 'Bearer listener-token-0123456789' }
+  const missing = await call(url)
+  t.equal(missing.status, 401)
+  t.same(JSON.parse(missing.body), { statusCode: 401, code: 'FST_GATEHOUSE_METRICS_UNAUTHORIZED', error: 'Unauthorized', message: 'The metrics need a valid bearer token' })
+  t.same(await call(url, { headers: token }), { status: 200, body: 'gatehouse_x 1\n' })
+  t.same(await call(`${url.replace('/metrics', '/any/path')}`, { headers: token }), { status: 200, body: 'gatehouse_x 1\n' }, 'any path')
+  t.same(await call(url, { method: 'HEAD', headers: token }), { status: 200, body: '' })
+  t.match(await call(url, { method: 'DELETE', headers: token }), { status: 405, body: /"code":"FST_GATEHOUSE_METHOD_NOT_ALLOWED"/ })
+  fail = true
+  const failed = await call(url, { headers: token })
+  t.equal(failed.status, 500)
+  t.notOk(failed.body.includes('internal detail'), 'no detail to the client')
+  t.equal(errors.length, 1, 'reported to the log')
+
+  const { server: closed, url: other } = await listenMetrics({ listen: { host: '127.0.0.1', port: 0 }, access: resolveScrapeAccess({ allow: ['10.0.0.0/8'] }, 'metrics') }, async () => ({ text: '', contentType: 'text/plain' }), () => {})
+  t.teardown(() => new Promise((resolve) => closed.close(resolve)))
+  t.match(await call(other), { status: 403, body: /FST_GATEHOUSE_METRICS_FORBIDDEN/ })
+  await t.rejects(listenMetrics({ listen: { host: '127.0.0.1', port: new URL(other).port as unknown as number }, access }, async () => ({ text: '', contentType: '' }), () => {}), { code: 'EADDRINUSE' })
+})
+
+t.test('label values and outcomes come from fixed sets', async (t) => {
+  t.equal(methodLabel('GET'), 'GET')
+  t.equal(methodLabel('PROPFIND'), 'OTHER')
+  t.equal(statusClass(204), '2xx')
+  t.equal(statusClass(499), '4xx')
+  t.equal(statusClass(999), 'other')
+  t.equal(loginOutcome({ code: 'FST_GATEHOUSE_LOGIN_BUSY' }), 'busy')
+  t.equal(loginOutcome({ code: 'FST_GATEHOUSE_STORE_UNAVAILABLE' }), 'store_unavailable')
+  t.equal(loginOutcome({ code: 'FST_GATEHOUSE_BAD_REQUEST', statusCode: 400 }), 'bad_request')
+  t.equal(loginOutcome({ code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 }), 'bad_request')
+  t.equal(loginOutcome({ statusCode: 500 }), 'error')
+  t.equal(loginOutcome({}), 'error', 'a plain Error: a bug or a throwing verify')
+  const exchange = new Exchange('api', 'POST')
+  exchange.countIn('héllo')
+  t.equal(exchange.bytesIn, 6, 'a string counts its UTF-8 bytes')
+  exchange.countOut(Buffer.from('abc'))
+  t.equal(exchange.bytesOut, 3)
+  exchange.countOut('ü')
+  t.equal(exchange.bytesOut, 2)
+  const flowing = new Exchange('api', 'GET')
+  const stream = Readable.from(['ab', 'cde'], { objectMode: false })
+  const chunks: string[] = []
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk.toString()))
+  flowing.countOut(stream)
+  await nextEvent(stream, 'end', { message: 'the stream read' })
+  t.equal(flowing.bytesOut, 5, 'a stream already flowing is counted from then on')
+  t.same(chunks, ['ab', 'cde'], 'and its consumer still gets every chunk')
+  flowing.countIn(undefined)
+  flowing.countIn(12 as unknown)
+  t.equal(flowing.bytesIn, 0, 'nothing countable, nothing counted')
+  t.throws(() => resolveAccessLog('yes'), { message: /"accessLog": expected a boolean or \{ query\?, user\? \}/ })
+  t.throws(() => resolveAccessLog({ qeury: true }), { message: /"accessLog\.qeury": expected a known option; did you mean "query"\?/ })
+  t.throws(() => resolveAccessLog({ user: 'yes' }), { message: /"accessLog\.user": expected a boolean/ })
 })
