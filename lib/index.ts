@@ -34,6 +34,7 @@ export type {
 export * as errors from './errors.js'
 export { Phase } from './proxy/phase.js'
 export type { PathOptions } from './types.js'
+export type { AccessLogOptions, MetricsOptions } from './types.js'
 export { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 export type {
   BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure
