@@ -67,6 +67,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, obser
     if (observer !== undefined) {
       // First hook of all: requests refused before the proxy are counted and logged too.
       scope.addHook('onRequest', observer.track(target.name))
+      // The token check fails with the token codes: counted by reason here, nothing added to the check itself.
       scope.addHook('onError', (_request, _reply, err, done) => {
         observer.tokenFailure(err)
         done()
