@@ -253,3 +253,15 @@ export class UpstreamStatusError extends UpstreamStatus {
     this.statusCode = status
   }
 }
+
+export const MetricsForbiddenError = createError<'FST_GATEHOUSE_METRICS_FORBIDDEN'>(
+  'FST_GATEHOUSE_METRICS_FORBIDDEN',
+  'This address may not read the metrics',
+  403
+)
+
+export const MetricsUnauthorizedError = createError<'FST_GATEHOUSE_METRICS_UNAUTHORIZED'>(
+  'FST_GATEHOUSE_METRICS_UNAUTHORIZED',
+  'The metrics need a valid bearer token',
+  401
+)

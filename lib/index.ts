@@ -39,6 +39,7 @@ export type { HealthOptions, RequestIdOptions } from './types.js'
 export { gatehouseRequestId, isSafeRequestId } from './observe/request-id.js'
 export { gatehouseLogging } from './observe/redact.js'
 export type { GatehouseLogging } from './observe/redact.js'
+export type { AccessLogOptions, MetricsOptions } from './types.js'
 export { DEFAULT_MAX_BUFFERED_BODY } from './proxy/body.js'
 export type {
   BodyReader, ProxyResponseInit, UpstreamErrorHandler, UpstreamErrorResult, UpstreamFailure

@@ -17,6 +17,9 @@ import { targetScope } from './proxy/target.js'
 import { deferContinue } from './transport/expect-continue.js'
 import { gracefulShutdown } from './transport/shutdown.js'
 import type { DrainState } from './transport/shutdown.js'
+import { Observer } from './observe/observer.js'
+import { registerScrapeRoute } from './observe/scrape.js'
+import type { Registry } from 'prom-client'
 import type { GatehouseClaims, GatehouseOptions } from './types.js'
 import { registerWebSocket } from './ws/server.js'
 
@@ -32,6 +35,12 @@ export interface GatehouseDecorator {
    * @example const claims = await fastify.gatehouse.verifyToken(token)
    */
   verifyToken: (token: string) => Promise<GatehouseClaims>
+  /**
+   * The prom-client registry of the gateway's metrics; `undefined` when
+   * `metrics` is off. With `metrics.path: false`, serve it yourself.
+   * @example reply.type(fastify.gatehouse.metrics!.contentType).send(await fastify.gatehouse.metrics!.metrics())
+   */
+  metrics: Registry | undefined
 }
 
 declare module 'fastify' {
@@ -49,10 +58,13 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
   const options = resolveOptions(opts)
   let tokens: TokenService | undefined
   let drain: DrainState | undefined
+  // Only when metrics or the access log are on: `undefined` costs the request path nothing.
+  const observer = options.metrics === undefined && options.accessLog === undefined ? undefined : new Observer(options.metrics, options.accessLog)
 
   fastify.decorate('gatehouse', {
     signToken: (claims: GatehouseClaims) => (tokens as TokenService).sign(claims),
-    verifyToken: async (token: string) => await verifyAccessToken(tokens as TokenService, token)
+    verifyToken: async (token: string) => await verifyAccessToken(tokens as TokenService, token),
+    metrics: observer?.metrics?.registry
   })
 
   await fastify.register(async function gatehouseScope (scope: FastifyInstance) {
@@ -77,11 +89,15 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = async function ga
     if (options.targets.some((target) => target.websocket !== undefined)) await registerWebSocket(scope, options.targets)
     const lifecycle = createTokenLifecycle(scope, options.auth)
     tokens = await registerTokens(scope, options.auth, lifecycle.store)
-    registerLogin(scope, options.auth, tokens, lifecycle)
+    registerLogin(scope, options.auth, tokens, lifecycle, observer)
     registerRefresh(scope, options.auth, tokens, lifecycle.sessions)
     registerLogout(scope, options.auth, tokens, lifecycle)
+    const metrics = observer?.metrics
+    if (metrics !== undefined && options.metrics !== undefined && options.metrics.path !== false) {
+      registerScrapeRoute(scope, options.metrics.path, options.metrics.access, metrics)
+    }
     for (const target of options.targets) {
-      await scope.register(targetScope(target, tokens, tracing), { prefix: target.prefix === '/' ? '' : target.prefix })
+      await scope.register(targetScope(target, tokens, tracing, observer), { prefix: target.prefix === '/' ? '' : target.prefix })
     }
   })
 

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyCompressOptions } from '@fastify/compress'
+import type { Registry as PromRegistry } from 'prom-client'
 
 /**
  * The claims carried by gatehouse tokens. Augment it to type `request.user`
@@ -670,6 +671,18 @@ export interface GatehouseOptions {
    * @example { readyPath: '/ready', maxEventLoopDelay: 500 }
    */
   health?: HealthOptions | boolean
+  /**
+   * Prometheus metrics (prom-client), off by default: `true` for the defaults
+   * (`GET /metrics`, loopback callers only), or settings.
+   * @example { allow: ['10.0.0.0/8'], token: process.env.METRICS_TOKEN! }
+   */
+  metrics?: boolean | MetricsOptions
+  /**
+   * One `info` line per request to a target, through the request's logger
+   * (`msg: 'proxied'`). Off by default in code, on in the `gatehouse` command.
+   * @example { user: true }
+   */
+  accessLog?: boolean | AccessLogOptions
 }
 
 /**
@@ -744,6 +757,56 @@ export interface HealthOptions {
    * @example false
    */
   upstreams?: boolean
+}
+
+/** Where and to whom the metrics are served (see the README's "Metrics"). */
+export interface MetricsOptions {
+  /**
+   * The scrape route; `false` to collect only (read `fastify.gatehouse.metrics`
+   * yourself). It may not fall under a target prefix, the login or token routes.
+   * @default '/metrics'
+   * @example '/-/metrics'
+   */
+  path?: string | false
+  /**
+   * Addresses or CIDRs (`request.ip`, so `trustProxy` applies) that may
+   * scrape. Default: loopback only without `token`, any address with one.
+   * @example ['127.0.0.1', '10.0.0.0/8', 'fd00::/8']
+   */
+  allow?: string[]
+  /**
+   * A bearer token a scrape must send (`Authorization: Bearer ...`), compared
+   * in constant time; at least 16 characters.
+   * @example process.env.METRICS_TOKEN!
+   */
+  token?: string
+  /**
+   * prom-client's default process and Node.js metrics (`process_*`, `nodejs_*`).
+   * @default true
+   */
+  defaultMetrics?: boolean
+  /**
+   * The prom-client registry to register in, e.g. prom-client's global
+   * `register` to serve the gateway's metrics beside your own. Default: a
+   * registry of this gateway's own, so two gateways in one process never mix.
+   */
+  registry?: PromRegistry
+}
+
+/** What the access log adds to its lines; both off by default. */
+export interface AccessLogOptions {
+  /**
+   * The query string in `path` (it may carry identifiers or secrets).
+   * @default false
+   * @example true
+   */
+  query?: boolean
+  /**
+   * The caller's `sub` claim as `user`.
+   * @default false
+   * @example true
+   */
+  user?: boolean
 }
 
 /** How the path guard reads request paths. */

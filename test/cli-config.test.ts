@@ -198,7 +198,9 @@ t.test('server, logging and workers settings', async (t) => {
     server: { trustProxy: 1, requestTimeout: 5000, bodyLimit: 2048, keepAliveTimeout: undefined },
     logging: { level: 'warn', requests: false },
     workers: 'auto',
-    store: 'memory'
+    store: 'memory',
+    metrics: undefined,
+    metricsOn: false
   })
   const res = await run(['check', '--config', join(root, 'bad.json')])
   t.match(res.err, /bad\.json: .*"workers": expected an integer from 1 to 1024/, 'JSON works too')

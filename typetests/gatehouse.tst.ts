@@ -271,3 +271,26 @@ describe('README: tracing', () => {
     expect({ ...base, tracing: 'on' }).type.not.toBeAssignableTo<GatehouseOptions>()
   })
 })
+
+describe('README: metrics and accessLog', () => {
+  test('the option examples compile', () => {
+    expect(app.register(gatehouse, {
+      auth: { secret: 's', login: false },
+      targets: [{ prefix: '/api', upstream: 'http://127.0.0.1:8001' }],
+      metrics: { allow: ['10.0.0.0/8'], token: process.env.METRICS_TOKEN!, path: '/-/metrics', defaultMetrics: false },
+      accessLog: { user: true }
+    })).type.not.toRaiseError()
+    expect(app.register(gatehouse, { auth: { secret: 's', login: false }, targets: [], metrics: true, accessLog: true })).type.not.toRaiseError()
+  })
+
+  test('mistyped or misspelled keys do not', () => {
+    expect(app.register(gatehouse, { auth: { secret: 's', login: false }, targets: [], metrics: { allow: '10.0.0.0/8' } }))
+      .type.toRaiseError("Type 'string' is not assignable to type 'string[]'")
+    expect(app.register(gatehouse, { auth: { secret: 's', login: false }, targets: [], accessLog: { qeury: true } }))
+      .type.toRaiseError("'qeury' does not exist")
+  })
+
+  test('fastify.gatehouse.metrics is a prom-client registry or undefined', () => {
+    expect(app.gatehouse.metrics?.metrics()).type.toBe<Promise<string> | undefined>()
+  })
+})

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { BadCredentialsError, BadRequestError } from '../errors.js'
 import type { ResolvedAuth } from '../options/resolved.js'
+import type { Observer } from '../observe/observer.js'
 import type { GatehouseClaims, LoginCredentials } from '../types.js'
 import type { TokenLifecycle } from './lifecycle.js'
 import { LOGIN_BUSY_RETRY_AFTER, LoginGate } from './login-gate.js'
@@ -51,9 +52,10 @@ function publicClaims (claims: GatehouseClaims): GatehouseClaims {
 
 /**
  * POST login route: credentials in, bearer token out, plus a refresh token
- * when refresh is on; failures counted when throttling is on.
+ * when refresh is on; failures counted when throttling is on; outcomes
+ * counted by the observer when metrics are on.
  */
-export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, tokens: TokenService, lifecycle?: TokenLifecycle): void {
+export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, tokens: TokenService, lifecycle?: TokenLifecycle, observer?: Observer): void {
   if (auth.login === false) return
   const { path, verify } = auth.login
   const throttle = lifecycle?.throttle
@@ -62,6 +64,7 @@ export function registerLogin (scope: FastifyInstance, auth: ResolvedAuth, token
 
   scope.register(async function gatehouseLogin (login) {
     // JSON only: a text/plain body is 415, not a string to validate.
+    observer?.observeLogin(login)
     login.removeContentTypeParser('text/plain')
     jsonBodyParser(login, 'login')
     postOnly(login, path)

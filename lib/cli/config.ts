@@ -8,6 +8,8 @@ import { isPasswordHash, staticUsers } from '../auth/password.js'
 import type { StaticUser } from '../auth/password.js'
 import { ConfigFileError } from '../errors.js'
 import { OPTION_KEYS, resolveOptions } from '../options/resolve.js'
+import { resolveScrapeAccess } from '../observe/options.js'
+import type { ResolvedScrapeAccess } from '../observe/options.js'
 import { boolean, fail, integer, isObject, knownKeys, milliseconds, object, optionalString } from '../options/validate.js'
 import type { GatehouseOptions, GatehouseStore } from '../types.js'
 import type { TracingSettings } from './tracing.js'
@@ -52,6 +54,10 @@ export interface CliSettings {
   readonly store: 'memory' | 'memory-per-worker' | 'redis'
   /** `tracing`: the OpenTelemetry SDK each serving process sets up, `undefined` when off. */
   readonly tracing?: TracingSettings
+  /** `metrics.listen`: the scrape on a listener of its own (with workers, the primary's, summing them); `undefined` otherwise. */
+  readonly metrics: { readonly listen: { readonly host: string, readonly port: number }, readonly access: ResolvedScrapeAccess } | undefined
+  /** Whether `metrics` is on at all (on the gateway's own port or on `metrics.listen`). */
+  readonly metricsOn: boolean
 }
 
 /** A loaded and validated config file. */
@@ -94,6 +100,8 @@ export async function loadConfig (file: string, env: Env = process.env): Promise
     const { store, options, redis } = await pluginOptions(top, dir)
     const settings = resolveSettings(top, store)
     cliDefaults(options, top, settings)
+    // The command logs every proxied request unless the file says otherwise (nginx, Envoy and Kong all do).
+    options.accessLog ??= true
     resolveOptions(options)
     return { file, settings, options, ...(redis === undefined ? {} : { redis }) }
   } catch (err) {
@@ -188,7 +196,22 @@ function resolveSettings (top: Record<string, unknown>, store: CliSettings['stor
     logging: { level, requests: boolean(logging.requests, 'logging.requests', true) },
     workers,
     store,
-    ...(top.tracing === undefined ? {} : { tracing: tracingSettings(top.tracing) })
+    ...(top.tracing === undefined ? {} : { tracing: tracingSettings(top.tracing) }),
+    metrics: metricsListen(top.metrics),
+    metricsOn: top.metrics !== undefined && top.metrics !== false
+  }
+}
+
+/** `metrics.listen` of the file: where the command serves the scrape itself; `undefined` for none. */
+function metricsListen (value: unknown): CliSettings['metrics'] {
+  if (!isObject(value) || value.listen === undefined) return undefined
+  const listen = object(value.listen, 'metrics.listen', ['host', 'port'])
+  if (value.path !== undefined) fail('metrics.path', 'no path with metrics.listen (its listener serves only the metrics)')
+  if (listen.port === undefined) fail('metrics.listen.port', 'a port for the metrics listener')
+  return {
+    // Loopback unless the file says otherwise: the scrape is for this machine's agent by default.
+    listen: { host: optionalString(listen.host, 'metrics.listen.host') ?? '127.0.0.1', port: port(listen.port, 'metrics.listen.port', 0) },
+    access: resolveScrapeAccess(value, 'metrics')
   }
 }
 
@@ -207,6 +230,11 @@ async function pluginOptions (top: Record<string, unknown>, dir: string): Promis
   for (const key of OPTION_KEYS) if (top[key] !== undefined) options[key] = top[key]
   // The file's `tracing` configures the SDK (resolveSettings); the plugin uses the provider it registers.
   if (top.tracing !== undefined) options.tracing = true
+  if (isObject(top.metrics) && top.metrics.listen !== undefined) {
+    // The command's own listener serves the scrape: the gateway only collects.
+    const { listen, ...rest } = top.metrics
+    options.metrics = { ...rest, path: false }
+  }
   let store: CliSettings['store'] = 'memory'
   let redis: RedisConnection | undefined
   if (isObject(top.auth)) {

@@ -5,10 +5,11 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance } from 'fastify'
+import type { Server } from 'node:http'
 import gatehouse, { gatehouseFrameworkErrors, gatehouseLogging, gatehouseNotFound, gatehouseRequestId } from '../index.js'
 import { loadConfig } from './config.js'
 import type { CliSettings, GatewayConfig } from './config.js'
-import { checkWorkers, reportListening, runPrimary, workerCount } from './workers.js'
+import { checkWorkers, listenMetrics, reportListening, reportMetrics, runPrimary, workerCount } from './workers.js'
 import { main as hashPasswordMain } from './hash-password.js'
 import { startTracing } from './tracing.js'
 import type { CliIo } from './hash-password.js'
@@ -76,6 +77,8 @@ export async function buildServer (config: GatewayConfig): Promise<FastifyInstan
   await app.register(gatehouse, options)
   // The whole server is the gateway's: unknown paths get its error shape too.
   app.setNotFoundHandler(gatehouseNotFound)
+  const registry = app.gatehouse.metrics
+  if (registry !== undefined && !cluster.isPrimary) reportMetrics(registry)
   return app
 }
 
@@ -85,6 +88,16 @@ async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
   const stopTracing = config.settings.tracing === undefined ? undefined : await startTracing(config.settings.tracing)
   const app = await buildServer(config)
   const address = await app.listen({ host: config.settings.listen.host, port: config.settings.listen.port })
+  const registry = app.gatehouse.metrics
+  const metrics = config.settings.metrics
+  let metricsServer: Server | undefined
+  if (cluster.isPrimary && metrics !== undefined && registry !== undefined) {
+    // One process: its own registry on the metrics listener.
+    const served = await listenMetrics(metrics, async () => ({ text: await registry.metrics(), contentType: registry.contentType }),
+      (err) => app.log.error({ err }, 'metrics scrape failed'))
+    metricsServer = served.server
+    io.output.write(`gatehouse metrics on ${served.url}\n`)
+  }
   // One plain line, whatever the log level: scripts and tests read the bound port from it.
   if (cluster.isPrimary) io.output.write(`gatehouse listening on ${address}\n`)
   else reportListening(address)
@@ -94,6 +107,8 @@ async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
     const stop = (): void => {
       if (stopping) return
       stopping = true
+      metricsServer?.close()
+      metricsServer?.closeAllConnections()
       // The plugin's graceful shutdown drains proxied requests within shutdown.drainTimeout.
       app.close().then(async () => {
         // After the drain, so the drained requests' spans go out too.

@@ -1,10 +1,15 @@
 import cluster from 'node:cluster'
 import type { Worker } from 'node:cluster'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { availableParallelism } from 'node:os'
+import { AggregatorRegistry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import type { CliIo } from './hash-password.js'
 import { loadConfig } from './config.js'
 import type { CliSettings, GatewayConfig } from './config.js'
 import { fail } from '../options/validate.js'
+import { scrapeServer } from '../observe/scrape.js'
 
 /*
  * `--workers N` / `workers:` in the file: a node:cluster primary that only
@@ -36,15 +41,51 @@ export function workerCount (workers: CliSettings['workers']): number {
  * says so; the option path and the way out are in the message.
  */
 export function checkWorkers (config: GatewayConfig, count: number): void {
-  if (count > 1 && config.settings.store === 'memory') {
-    try {
+  if (count <= 1) return
+  try {
+    if (config.settings.store === 'memory') {
       fail('auth.store', `a store the ${count} workers share ({ redis: { url } }), or { memory: { perWorker: true } } to accept ` +
         'per-worker state (refresh tokens, revocations and login throttling each seen by one worker only)')
-    } catch (err) {
-      (err as Error).message = `${config.file}: ${(err as Error).message}`
-      throw err
     }
+    // A scrape through the shared port would reach one worker at random: the primary serves the sum instead.
+    if (config.settings.metricsOn && config.settings.metrics === undefined) {
+      fail('metrics.listen', `{ host?, port } with ${count} workers: the primary serves one scrape there, summed over every worker`)
+    }
+  } catch (err) {
+    (err as Error).message = `${config.file}: ${(err as Error).message}`
+    throw err
   }
+}
+
+/**
+ * In a worker: answers the primary's scrape requests (prom-client's cluster
+ * messages) with this gateway's registry.
+ */
+export function reportMetrics (registry: Registry): void {
+  // The constructor installs the worker's message listener; the instance itself is not needed.
+  new AggregatorRegistry() // eslint-disable-line no-new
+  AggregatorRegistry.setRegistries([registry])
+}
+
+/**
+ * Serves the scrape on `metrics.listen` with `scrape` as its text; resolves
+ * with the server and its URL once it listens.
+ */
+export async function listenMetrics (
+  metrics: NonNullable<GatewayConfig['settings']['metrics']>,
+  scrape: () => Promise<{ text: string, contentType: string }>,
+  onError: (err: unknown) => void
+): Promise<{ server: Server, url: string }> {
+  const server = scrapeServer(metrics.access, scrape, onError)
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(metrics.listen.port, metrics.listen.host, () => {
+      server.removeListener('error', reject)
+      resolve()
+    })
+  })
+  const { address, port } = server.address() as AddressInfo
+  return { server, url: `http://${address.includes(':') ? `[${address}]` : address}:${port}/metrics` }
 }
 
 /** One JSON log line, as pino writes them, so the primary's lines sit with the workers' in one stream. */
@@ -124,6 +165,15 @@ export async function runPrimary (config: GatewayConfig, count: number, io: CliI
     log(io, 'info', 'reload complete', { workers: live.size })
   }
 
+  let metricsServer: Server | undefined
+  const metrics = config.settings.metrics
+  if (metrics !== undefined) {
+    const aggregator = new AggregatorRegistry()
+    const served = await listenMetrics(metrics, async () => ({ text: await aggregator.clusterMetrics(), contentType: aggregator.contentType }),
+      (err) => log(io, 'error', 'metrics scrape failed', { error: (err as Error).message }))
+    metricsServer = served.server
+    io.output.write(`gatehouse metrics on ${served.url} (sum of ${count} workers)\n`)
+  }
   await Promise.all(Array.from({ length: count }, () => fork()))
   io.output.write(`gatehouse listening on ${address ?? ''} (${count} workers)\n`)
 
@@ -135,6 +185,8 @@ export async function runPrimary (config: GatewayConfig, count: number, io: CliI
       if (stopping) return
       stopping = true
       log(io, 'info', 'draining workers', { workers: live.size })
+      metricsServer?.close()
+      metricsServer?.closeAllConnections()
       Promise.all([...live].map(retire)).then(() => resolve(0), () => resolve(1))
     }
     process.on('SIGTERM', stop)

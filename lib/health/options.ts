@@ -47,13 +47,3 @@ export function resolveHealth (value: unknown, at = 'health'): ResolvedHealth | 
   if (health.path === health.readyPath) fail(`${at}.readyPath`, `a path other than ${at}.path (${health.path})`)
   return health
 }
-
-/** True when `route` is `prefix` or below it (a `:param` segment matches any one segment). */
-export function underPrefix (route: string, prefix: string, caseInsensitive: boolean): boolean {
-  if (prefix === '/') return true
-  const fold = (value: string): string => caseInsensitive ? value.toLowerCase() : value
-  const routeSegments = fold(route).split('/')
-  const prefixSegments = fold(prefix).replace(/\/$/, '').split('/')
-  if (routeSegments.length < prefixSegments.length) return false
-  return prefixSegments.every((segment, index) => segment.startsWith(':') ? routeSegments[index] !== '' : segment === routeSegments[index])
-}

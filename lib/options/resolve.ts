@@ -11,8 +11,10 @@ import { resolveIdentity } from '../proxy/identity-options.js'
 import { resolvePathGuard } from '../proxy/path.js'
 import { resolveShutdown, resolveTransport } from '../transport/options.js'
 import { resolveCors, resolveTargetCors } from '../cors/options.js'
+import { resolveAccessLog, resolveMetrics } from '../observe/options.js'
 import type { ResolvedCors } from '../cors/options.js'
-import { resolveHealth, underPrefix } from '../health/options.js'
+import { resolveHealth } from '../health/options.js'
+import { underPrefix } from '../proxy/prefix.js'
 import type { ResolvedHealth } from '../health/options.js'
 import { resolveRequestId } from '../observe/request-id-options.js'
 import type {
@@ -34,7 +36,7 @@ const ALGORITHMS = new Set<TokenAlgorithm>([
 ])
 
 // The keys of each option object (see `object` in validate.ts: others fail with a hint).
-export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths', 'tracing', 'requestId', 'health']
+export const OPTION_KEYS = ['auth', 'targets', 'compress', 'shutdown', 'cors', 'paths', 'tracing', 'requestId', 'health', 'metrics', 'accessLog']
 const AUTH_KEYS = [
   'algorithm', 'secret', 'privateKey', 'publicKey', 'expiresIn', 'issuer', 'audience', 'clockTolerance',
   'login', 'refresh', 'logout', 'store', 'keys', 'jwks', 'jwksRoute'
@@ -286,7 +288,26 @@ export function resolveOptions (opts: GatehouseOptions): ResolvedOptions {
   if (opts.compress !== undefined && opts.compress !== false && !isObject(opts.compress)) {
     fail('compress', 'false or @fastify/compress options')
   }
-  return { auth, targets, compress: opts.compress === undefined ? {} : opts.compress, shutdown: resolveShutdown(opts.shutdown), cors, tracing: resolveTracing(opts.tracing), requestId: resolveRequestId(opts.requestId), health }
+  const metrics = resolveMetrics(opts.metrics)
+  if (metrics !== undefined && metrics.path !== false) {
+    const taken = [...(auth.login === false ? [] : [auth.login.path]), ...lifecycleRoutes(auth.lifecycle), ...(auth.keys.jwksRoute === false ? [] : [auth.keys.jwksRoute])]
+    // The scrape must never take a path a target would proxy.
+    if (taken.includes(metrics.path) || targets.some((target) => underPrefix(metrics.path as string, target.prefix, caseInsensitive))) {
+      fail('metrics.path', `a path outside every target prefix and other than the login and token routes (${metrics.path} is taken)`)
+    }
+  }
+  return {
+    auth,
+    targets,
+    compress: opts.compress === undefined ? {} : opts.compress,
+    shutdown: resolveShutdown(opts.shutdown),
+    cors,
+    metrics,
+    accessLog: resolveAccessLog(opts.accessLog),
+    tracing: resolveTracing(opts.tracing),
+    requestId: resolveRequestId(opts.requestId),
+    health
+  }
 }
 
 function resolveTracing (value: unknown): ResolvedOptions['tracing'] {

@@ -7,6 +7,7 @@ import type { ResolvedHealth } from '../health/options.js'
 import type { ResolvedRequestId } from '../observe/request-id-options.js'
 import type { ResolvedHeaderPolicy } from '../proxy/headers-options.js'
 import type { ResolvedIdentity } from '../proxy/identity-options.js'
+import type { ResolvedAccessLog, ResolvedMetrics } from '../observe/options.js'
 import type { ResolvedPathGuard } from '../proxy/path.js'
 import type { ResolvedRewrite } from '../proxy/rewrite-options.js'
 import type { ResolvedTransport } from '../transport/options.js'
@@ -100,4 +101,8 @@ export interface ResolvedOptions {
   readonly requestId: ResolvedRequestId | undefined
   /** Liveness and readiness routes, `undefined` when off. */
   readonly health: ResolvedHealth | undefined
+  /** Prometheus metrics, `undefined` when off. */
+  readonly metrics: ResolvedMetrics | undefined
+  /** The access log, `undefined` when off. */
+  readonly accessLog: ResolvedAccessLog | undefined
 }

@@ -5,6 +5,8 @@ import { corsRouteConfig } from '../cors/register.js'
 import { requireToken } from '../auth/token.js'
 import { InternalError, NoResponseError, PathNotAllowedError } from '../errors.js'
 import type { ResolvedTarget } from '../options/resolved.js'
+import type { Exchange } from '../observe/exchange.js'
+import type { Observer } from '../observe/observer.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, ResponseBody, TargetInfo } from '../types.js'
 import { compose } from './compose.js'
 import { admit } from './admit.js'
@@ -59,11 +61,21 @@ function safeErrorLog (err: Error): Record<string, unknown> {
  * One encapsulated scope per target: its own connection pool, reply-from,
  * raw body pass-through, token check, authorization and middleware.
  */
-export function targetScope (target: ResolvedTarget, tokens: TokenService, tracing?: Tracing) {
+export function targetScope (target: ResolvedTarget, tokens: TokenService, tracing?: Tracing, observer?: Observer) {
   return async function gatehouseTarget (scope: FastifyInstance): Promise<void> {
     const upstream = createTargetTransport(target, scope)
     scope.addHook('onClose', upstream.close)
     await scope.register(replyFrom, { base: target.origin, undici: upstream.dispatcher, disableRequestLogging: true })
+    if (observer !== undefined) {
+      // First hook of all: requests refused before the proxy are counted and logged too.
+      scope.addHook('onRequest', observer.track(target.name))
+      // The token check fails with the token codes: counted by reason here, nothing added to the check itself.
+      scope.addHook('onError', (_request, _reply, err, done) => {
+        observer.tokenFailure(err)
+        done()
+      })
+      observer.watch(target.name, upstream)
+    }
     // First of the scope's hooks: a bad Host is refused before the token
     // check, WebSocket upgrades included, and before any upstream contact.
     scope.addHook('onRequest', checkRequestOrigin)
@@ -130,7 +142,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
       // on the wire only, so no middleware sees (or logs) them. Host is set by
       // the dispatcher, for the upstream it picks.
       const credentials = mint === undefined ? injected ?? await credentialHeaders(ctx) : await upstreamCredentials(ctx)
-      const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply)
+      const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply, observer?.exchangeOf(ctx.fastifyRequest))
       const ifNoneMatch = headers['if-none-match']
       if (typeof ifNoneMatch === 'string') headers['if-none-match'] = upstreamIfNoneMatch(ifNoneMatch)
       const reply = ctx.fastifyReply
@@ -237,7 +249,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
         return reply
       }
       if (ctx.response === undefined) throw new NoResponseError()
-      return send(reply, ctx.response, bufferUpTo, ctx)
+      return send(reply, ctx.response, bufferUpTo, ctx, observer?.exchangeOf(request))
     }
 
     const guardPath = pathGuard(target)
@@ -261,7 +273,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
       return
     }
     // @fastify/websocket takes a wsHandler on a GET route only: GET carries both.
-    const ws = websocketRoute(scope, { target, transport: upstream, settings: target.websocket, tokens, info, strip, run, credentialHeaders: upstreamCredentials, refuse: (reply, response) => send(reply, response, bufferUpTo) })
+    const ws = websocketRoute(scope, { target, transport: upstream, settings: target.websocket, tokens, info, strip, run, credentialHeaders: upstreamCredentials, refuse: (reply, response) => send(reply, response, bufferUpTo), observer })
     const otherMethods = METHODS.filter((method) => method !== 'GET')
     for (const url of ['/', '/*']) {
       scope.route({ ...routeOptions, url, method: otherMethods })
@@ -330,9 +342,10 @@ function isEventStream (headers: HeaderMap): boolean {
  * compress call (within @fastify/compress's `syncThreshold`) instead of a
  * stream pipeline. `ctx`, when given, holds body
  * streams to release once they can no longer be sent: at once if the upstream
- * body was read whole, else when the reply is done.
+ * body was read whole, else when the reply is done. `exchange`, when metrics
+ * or the access log are on, counts the body's bytes.
  */
-async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: number, ctx?: RequestContext<any>): Promise<FastifyReply> {
+async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: number, ctx?: RequestContext<any>, exchange?: Exchange): Promise<FastifyReply> {
   const { status, headers } = response
   let body: ResponseBody
   let readWhole = false
@@ -362,5 +375,6 @@ async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: n
   // Fastify sets the length of a buffered body itself.
   if (body !== null && !isStream(body)) delete headers['content-length']
   reply.code(status).headers(headers)
+  exchange?.countOut(body)
   return body === null ? reply.send() : reply.send(body)
 }

@@ -15,6 +15,8 @@ import { closeOnDrain } from './shutdown.js'
 import type { UpstreamReadiness } from './shutdown.js'
 import { causeChain, errorCode } from './cause.js'
 import { connectOptions, tlsOptions } from './tls.js'
+import { EXCHANGE } from '../observe/exchange.js'
+import type { Exchange } from '../observe/exchange.js'
 
 // Upstream statuses that count as a failure for passive health and the breaker.
 const FAILURE_STATUSES = new Set([502, 503, 504])
@@ -42,11 +44,14 @@ export type ReplyFromCallback = (err: Error | null, res?: Dispatcher.ResponseDat
 /**
  * Marks upstream request headers with the reply they serve, so the dispatcher
  * can abort when the client goes away, log retries with the request's logger
- * and set `Retry-After` on fast failures. Returns `headers`.
+ * and set `Retry-After` on fast failures, and with the request's record
+ * (`exchange`) when metrics or the access log are on. Returns `headers`.
  */
-export function bindReply (headers: HeaderMap, reply: FastifyReply): HeaderMap {
+export function bindReply (headers: HeaderMap, reply: FastifyReply, exchange?: Exchange): HeaderMap {
   // A plain symbol key: reply-from's Object.assign copies it, undici never sees it.
   (headers as Record<symbol, unknown>)[REQUEST_CONTEXT] = reply
+  // The record metrics and the access log read, when they are on.
+  if (exchange !== undefined) (headers as Record<symbol, unknown>)[EXCHANGE] = exchange
   return headers
 }
 
@@ -161,7 +166,9 @@ export class TargetTransport {
     const headers: Record<string, unknown> = {}
     for (const name in opts.headers) if (opts.headers[name] !== undefined) headers[name] = opts.headers[name]
     const reply = opts.headers[REQUEST_CONTEXT] as FastifyReply | undefined
-    this.#send(opts, headers, reply).then((res) => {
+    const exchange = opts.headers[EXCHANGE] as Exchange | undefined
+    exchange?.countIn(opts.body)
+    this.#send(opts, headers, reply, exchange).then((res) => {
       try {
         callback(null, res)
       } catch (err) {
@@ -193,12 +200,12 @@ export class TargetTransport {
     reply.send(new InternalError())
   }
 
-  async #send (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined): Promise<Dispatcher.ResponseData> {
+  async #send (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined, exchange: Exchange | undefined): Promise<Dispatcher.ResponseData> {
     const signal = new ClientGone(reply?.raw)
     const deadline = totalDeadline(signal, this.#target.timeouts.total)
     let res: Dispatcher.ResponseData
     try {
-      res = await this.#attempts(opts, headers, reply, signal)
+      res = await this.#attempts(opts, headers, reply, signal, exchange)
     } catch (err) {
       deadline.stop()
       throw err
@@ -255,7 +262,7 @@ export class TargetTransport {
     else node.inFlight--
   }
 
-  async #attempts (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined, signal: ClientGone): Promise<Dispatcher.ResponseData> {
+  async #attempts (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined, signal: ClientGone, exchange: Exchange | undefined): Promise<Dispatcher.ResponseData> {
     const retry = this.#target.transport.retry
     const method = opts.method.toUpperCase()
     const log = reply?.request.log ?? this.#log
@@ -275,6 +282,11 @@ export class TargetTransport {
       }
       // Our own copy: the host of this attempt's upstream goes in place.
       headers.host = node.host
+      if (exchange !== undefined) {
+        exchange.upstream = node.origin
+        exchange.retries = attempt
+        exchange.upstreamStart = performance.now()
+      }
       let res: Dispatcher.ResponseData
       try {
         res = await node.pool.request({
@@ -308,6 +320,7 @@ export class TargetTransport {
         throw err
       }
       const status = res.statusCode
+      if (exchange !== undefined) exchange.upstreamMs = performance.now() - exchange.upstreamStart
       this.#outcome(node, admission, !FAILURE_STATUSES.has(status))
       if (mayRetry && retry.statuses.has(status)) {
         const after = parseRetryAfter(res.headers['retry-after'])

@@ -59,6 +59,8 @@ export interface TunnelOptions {
   readonly expiresAt: number | undefined
   /** True while the caller's token is still accepted (clock tolerance). */
   readonly tokenValid: () => boolean
+  /** Metrics and access log, when on: told once the tunnel is over. */
+  readonly observe?: { closed: (code: number) => void } | undefined
 }
 
 /** One direction: messages from `from` go to `to`, through the hook. */
@@ -180,6 +182,7 @@ class Tunnel {
       this.context.log.info({ err: { type: err.name, message: err.message } }, 'websocket upstream error')
     })
     client.on('close', (code: number, reason: Buffer) => {
+      opts.observe?.closed(code)
       this.stop()
       up.end(code === 1006 ? clientFault ?? code : code, reason)
     })

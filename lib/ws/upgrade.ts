@@ -9,6 +9,7 @@ import {
   WebSocketProtocolMismatchError
 } from '../errors.js'
 import type { ResolvedTarget } from '../options/resolved.js'
+import type { Observer } from '../observe/observer.js'
 import type { Composed } from '../proxy/compose.js'
 import { admit } from '../proxy/admit.js'
 import { outgoingHeaders } from '../proxy/headers.js'
@@ -36,6 +37,8 @@ export interface WebSocketRouteDeps {
   readonly credentialHeaders: (ctx: GatehouseContext<any>) => Promise<Record<string, string>>
   /** Sends a response a middleware set instead of opening the tunnel. */
   readonly refuse: (reply: FastifyReply, response: ProxyResponse) => Promise<FastifyReply> | FastifyReply
+  /** Metrics and access log, when on: told of each tunnel. */
+  readonly observer?: Observer | undefined
 }
 
 /** The parts of the GET route that serve upgrades; plain GETs pass through them. */
@@ -311,6 +314,7 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       settings,
       context: { state: ctx.state, user: ctx.user, params: ctx.params, target: info, log: request.log, fastifyRequest: request },
       expiresAt: token !== undefined && typeof exp === 'number' ? exp * 1000 : undefined,
+      observe: deps.observer?.tunnel(info.name, request.log),
       tokenValid: () => {
         try {
           const result = tokens.verify(token as string)
