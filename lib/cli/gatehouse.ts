@@ -36,6 +36,13 @@ Secrets come from the environment: \${NAME} in the file reads NAME, or the
 file named by NAME_FILE. See the README's "Deploying" section.
 `
 
+// Set on SIGTERM: the worker's lame-duck period has begun (see stop()).
+let retiring = false
+// How long a worker that stopped listening serves the connections it already
+// accepted, every answer with `Connection: close`, before the drain: a short
+// form of Envoy's drain period.
+const LAME_DUCK_MS = 500
+
 /** A Fastify server with the gateway of `config` registered, not listening yet. */
 export async function buildServer (config: GatewayConfig): Promise<FastifyInstance> {
   const { settings, options } = config
@@ -74,6 +81,15 @@ export async function buildServer (config: GatewayConfig): Promise<FastifyInstan
     // disconnect, not quit: quit waits for a Redis that may be gone.
     app.addHook('onClose', async () => redis.disconnect())
   }
+  if (!cluster.isPrimary) {
+    // A retiring worker's answers say `Connection: close`, so keep-alive
+    // clients reconnect (to a live worker) instead of sending their next
+    // request into the close, which Fastify would refuse with 503.
+    app.addHook('onSend', (_request, reply, payload, done) => {
+      if (retiring) reply.header('connection', 'close')
+      done(null, payload)
+    })
+  }
   await app.register(gatehouse, options)
   // The whole server is the gateway's: unknown paths get its error shape too.
   app.setNotFoundHandler(gatehouseNotFound)
@@ -109,8 +125,19 @@ async function serve (config: GatewayConfig, io: CliIo): Promise<number> {
       stopping = true
       metricsServer?.close()
       metricsServer?.closeAllConnections()
+      retiring = true
+      // A worker stops listening before anything else: connections the
+      // primary is handing over bounce back to a live worker, and those
+      // already accepted are served (their answers say `Connection: close`)
+      // instead of meeting Fastify's 503 for requests that arrive once it
+      // closes. One process alone has nowhere to send them: it closes at once.
+      let lameDuck: Promise<unknown> = Promise.resolve()
+      if (!cluster.isPrimary) {
+        app.server.close()
+        lameDuck = new Promise((resolve) => setTimeout(resolve, LAME_DUCK_MS))
+      }
       // The plugin's graceful shutdown drains proxied requests within shutdown.drainTimeout.
-      app.close().then(async () => {
+      lameDuck.then(async () => await app.close()).then(async () => {
         // After the drain, so the drained requests' spans go out too.
         await stopTracing?.().catch((err: unknown) => {
           io.errors.write(`gatehouse: flushing spans failed: ${err instanceof Error ? err.message : String(err)}\n`)
