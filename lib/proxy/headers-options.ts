@@ -15,7 +15,7 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 ])
 
 // The gateway states these from what it saw; the caller's copies never pass.
-const GATEWAY_SET = ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto']
+export const GATEWAY_SET = ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto']
 
 // Never sent upstream, whatever a target allows: the caller's credentials,
 // framing the gateway handles itself (Host, 100-continue) and the above.

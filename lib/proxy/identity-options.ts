@@ -1,7 +1,7 @@
 import type { ResolvedKey } from '../auth/keys-options.js'
 import { duration, fail, headerName, isObject, knownKeys } from '../options/validate.js'
 import type { TargetOptions, TokenAlgorithm } from '../types.js'
-import { HOP_BY_HOP } from './headers-options.js'
+import { GATEWAY_SET, HOP_BY_HOP } from './headers-options.js'
 
 /*
  * Register-time half of `targets[].identity`: which claims go upstream as
@@ -20,7 +20,7 @@ const TOKEN_KEYS = ['audience', 'expiresIn', 'claims', 'header']
 // The gateway sets these in a minted token; a caller's copy would be a lie.
 const TIME_AND_TARGET_CLAIMS = new Set(['iss', 'aud', 'exp', 'iat', 'nbf'])
 // Set by the gateway itself (or the upgrade): an identity header may not replace them.
-const GATEWAY_HEADERS = new Set(['authorization', 'host', 'expect', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto'])
+const GATEWAY_HEADERS = new Set(['authorization', 'host', 'expect', ...GATEWAY_SET])
 
 /** How the token for the upstream is signed: the gateway's current key, at register. */
 export interface ResolvedIdentityToken {
