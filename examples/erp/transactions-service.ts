@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
-import Fastify from 'fastify'
+import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
 import { WebSocket } from 'ws'
@@ -80,7 +80,7 @@ const CLOSE_GRACE_MS = 2000
 /** Builds the service (not listening); state lives in the instance. */
 export function buildTransactionsService ({ apiKey, logger = false }: TransactionsServiceOptions): FastifyInstance {
   // One line per request, the shop's (shop-identity.ts), instead of Fastify's two.
-  const app = Fastify({ logger, disableRequestLogging: true })
+  const app = Fastify({ logger, logController: new LogController({ disableRequestLogging: true }) })
   // Digests have equal lengths, so timingSafeEqual never leaks the key's length.
   const expected = sha256(apiKey)
   const transactions = new Map<number, Transaction>()
