@@ -6,6 +6,7 @@ import type { AddressInfo, Server, Socket } from 'node:net'
 import { Redis } from 'ioredis'
 import type { RedisOptions } from 'ioredis'
 import type { Test } from 'tap'
+import { closedPort } from './upstream.js'
 import { DEFAULT_DEADLINE } from './wait.js'
 
 /*
@@ -25,17 +26,6 @@ export const hasRedisServer = spawnSync(REDIS_SERVER, ['--version']).status === 
  * tests run and fail.
  */
 export const redisSkip: string | false = hasRedisServer || process.env.GATEHOUSE_REQUIRE_REDIS === '1' ? false : INSTALL_HINT
-
-/** A port nobody listens on right now. */
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
 
 export interface RedisServer {
   readonly port: number
@@ -76,7 +66,7 @@ async function startProcess (port: number): Promise<ChildProcess> {
 
 /** Starts redis-server on a free port; stopped and its clients disconnected at teardown. */
 export async function startRedis (t: Test): Promise<RedisServer> {
-  const port = await freePort()
+  const port = await closedPort()
   let child: ChildProcess | undefined = await startProcess(port)
   const clients: Redis[] = []
   const stop = async (): Promise<void> => {
