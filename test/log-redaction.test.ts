@@ -102,8 +102,8 @@ t.test('plugin: a host logger with gatehouseLogging() at trace level', async (t)
   assertNoSecret(t, output, tokens)
 })
 
-t.test('CLI: `gatehouse serve` at logging level trace', async (t) => {
-  const { upstream, down } = await upstreams(t)
+/** A config file for `gatehouse serve` at log level trace, user ann, with these extra auth lines and targets. */
+async function traceConfig (t: Test, auth: string[], targets: string[]): Promise<string> {
   const root = t.testdir({
     'users.yaml': `ann:\n  passwordHash: '${await testHash(PASSWORD)}'\n`,
     'gateway.yaml': [
@@ -112,13 +112,22 @@ t.test('CLI: `gatehouse serve` at logging level trace', async (t) => {
       'auth:',
       '  secret: ${JWT_SECRET}',
       '  login: { users: ./users.yaml }',
+      ...auth,
       'targets:',
-      `  - { prefix: /inventory, upstream: '${upstream.url}', credentials: { header: x-api-key, value: '\${API_KEY}' } }`,
-      `  - { prefix: /orders, upstream: '${upstream.url}', credentials: { bearer: '\${ORDERS_BEARER}' } }`,
-      `  - { prefix: /down, upstream: '${down}' }`
+      ...targets
     ].join('\n') + '\n'
   })
-  const cli = await serveCli(t, join(root, 'gateway.yaml'), { JWT_SECRET, API_KEY, ORDERS_BEARER: UPSTREAM_BEARER })
+  return join(root, 'gateway.yaml')
+}
+
+t.test('CLI: `gatehouse serve` at logging level trace', async (t) => {
+  const { upstream, down } = await upstreams(t)
+  const file = await traceConfig(t, [], [
+    `  - { prefix: /inventory, upstream: '${upstream.url}', credentials: { header: x-api-key, value: '\${API_KEY}' } }`,
+    `  - { prefix: /orders, upstream: '${upstream.url}', credentials: { bearer: '\${ORDERS_BEARER}' } }`,
+    `  - { prefix: /down, upstream: '${down}' }`
+  ])
+  const cli = await serveCli(t, file, { JWT_SECRET, API_KEY, ORDERS_BEARER: UPSTREAM_BEARER })
   const tokens = await drive(t, cli.url, upstream)
   // Health is on by default in the CLI.
   t.equal((await fetch(`${cli.url}/readyz`)).status, 200)
@@ -137,21 +146,11 @@ t.test('CLI: `gatehouse serve` at logging level trace', async (t) => {
 t.test('CLI: a Redis store URL with a password that cannot connect', async (t) => {
   const { upstream } = await upstreams(t)
   const port = await closedPort()
-  const root = t.testdir({
-    'users.yaml': `ann:\n  passwordHash: '${await testHash(PASSWORD)}'\n`,
-    'gateway.yaml': [
-      'listen: { host: 127.0.0.1, port: 0 }',
-      'logging: { level: trace }',
-      'auth:',
-      '  secret: ${JWT_SECRET}',
-      '  login: { users: ./users.yaml }',
-      '  refresh: true',
-      `  store: { redis: { url: 'redis://:\${REDIS_PASSWORD}@127.0.0.1:${port}/0' } }`,
-      'targets:',
-      `  - { prefix: /inventory, upstream: '${upstream.url}' }`
-    ].join('\n') + '\n'
-  })
-  const cli = await serveCli(t, join(root, 'gateway.yaml'), { JWT_SECRET, REDIS_PASSWORD })
+  const file = await traceConfig(t, [
+    '  refresh: true',
+    `  store: { redis: { url: 'redis://:\${REDIS_PASSWORD}@127.0.0.1:${port}/0' } }`
+  ], [`  - { prefix: /inventory, upstream: '${upstream.url}' }`])
+  const cli = await serveCli(t, file, { JWT_SECRET, REDIS_PASSWORD })
   const readiness = await fetch(`${cli.url}/readyz`)
   t.equal(readiness.status, 503)
   t.same(await readiness.json(), { status: 'unavailable', reasons: ['store unreachable'] })
