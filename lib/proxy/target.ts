@@ -273,7 +273,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
       return
     }
     // @fastify/websocket takes a wsHandler on a GET route only: GET carries both.
-    const ws = websocketRoute(scope, { target, transport: upstream, settings: target.websocket, tokens, info, strip, run, credentialHeaders: upstreamCredentials, refuse: (reply, response) => send(reply, response, bufferUpTo), observer })
+    const ws = websocketRoute(scope, { target, transport: upstream, settings: target.websocket, tokens, info, run, credentialHeaders: upstreamCredentials, refuse: (reply, response) => send(reply, response, bufferUpTo), observer })
     const otherMethods = METHODS.filter((method) => method !== 'GET')
     for (const url of ['/', '/*']) {
       scope.route({ ...routeOptions, url, method: otherMethods })

@@ -31,8 +31,6 @@ export interface WebSocketRouteDeps {
   readonly settings: ResolvedWebSocket
   readonly tokens: TokenService
   readonly info: TargetInfo
-  /** Header names the caller may not send (the target's credential headers). */
-  readonly strip: ReadonlySet<string>
   readonly run: Composed
   readonly credentialHeaders: (ctx: GatehouseContext<any>) => Promise<Record<string, string>>
   /** Sends a response a middleware set instead of opening the tunnel. */
