@@ -18,7 +18,7 @@ export async function admit (
 ): Promise<RequestContext<any>> {
   const ctx = new RequestContext(outgoing, { ...target.state }, info, request, reply, target.maxBufferedBody)
   enforceRules(target.rules, ctx)
-  await applyRewrite(target, ctx)
+  if (target.rewrite !== undefined) await applyRewrite(target, ctx)
   if (target.authorize !== undefined && await target.authorize(ctx) !== true) throw new ForbiddenError()
   return ctx
 }

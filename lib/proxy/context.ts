@@ -129,6 +129,11 @@ abstract class Message {
     return decodeBody(bytes, this.headers, limit, errors)
   }
 
+  /** True while a read of the body is in progress or has ended. */
+  protected get reading (): boolean {
+    return this.#reading !== undefined
+  }
+
   /** True once a middleware has read or replaced the body. */
   protected get touched (): boolean {
     return this.#touched
@@ -161,8 +166,11 @@ export class OutgoingRequest extends Message implements ProxyRequest {
    * `undefined` when the caller's body can be streamed upstream as it is;
    * otherwise what to send instead (the headers are fixed up to match).
    */
-  async payload (): Promise<RequestPayload | undefined> {
-    if (!this.touched) return undefined
+  payload (): Promise<RequestPayload | undefined> | undefined {
+    return this.touched ? this.#replacement() : undefined
+  }
+
+  async #replacement (): Promise<RequestPayload> {
     const body = await this.settled()
     if (isStream(body)) {
       delete this.headers['content-length']
@@ -186,6 +194,16 @@ export class GatewayResponse extends Message implements ProxyResponse {
   constructor (init: ProxyResponseInit, settings: MessageSettings) {
     super(lowerCaseHeaders(init.headers ?? {}), init.body ?? null, settings)
     this.status = init.status
+  }
+
+  /**
+   * The body to send when it is ready as it is (an untouched upstream stream,
+   * bytes, text, null); undefined when it needs `wireBody()`.
+   */
+  get readyBody (): BodyStream | Buffer | string | null | undefined {
+    if (this.reading) return undefined
+    const body = this.body
+    return body === null || isStream(body) || typeof body === 'string' || Buffer.isBuffer(body) ? body : undefined
   }
 
   /** The body to send: a stream, bytes or text (objects as JSON), or null. */
@@ -318,9 +336,12 @@ export async function handleUpstreamError (
   if (failure !== undefined) throw failure
 }
 
-/** The request's payload if a middleware read or replaced its body; `undefined` keeps the stream. */
-export function requestPayload (request: ProxyRequest): Promise<RequestPayload | undefined> {
-  return request instanceof OutgoingRequest ? request.payload() : Promise.resolve(undefined)
+/**
+ * The request's payload if a middleware read or replaced its body;
+ * `undefined` (no promise to wait for) keeps the stream.
+ */
+export function requestPayload (request: ProxyRequest): Promise<RequestPayload | undefined> | undefined {
+  return request instanceof OutgoingRequest ? request.payload() : undefined
 }
 
 /**

@@ -137,7 +137,8 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
       const outgoing = ctx.request
       assertInsideBase(target, outgoing.path)
       // A body a middleware read or replaced goes as bytes, with its length fixed.
-      const payload = await requestPayload(outgoing)
+      const pending = requestPayload(outgoing)
+      const payload = pending === undefined ? undefined : await pending
       // The caller's copies of the credentials were dropped; the target's go
       // on the wire only, so no middleware sees (or logs) them. Host is set by
       // the dispatcher, for the upstream it picks.
@@ -155,7 +156,8 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
         let settled = false
         // reply-from calls neither callback once the reply was sent (a
         // middleware answered on its own) or the client left: the end of
-        // the client's response settles the exchange then.
+        // the client's response settles the exchange then. 'close' comes
+        // either way, after 'finish' or when the connection went.
         const raw = reply.raw
         const ended = (): void => {
           if (settled) return
@@ -163,14 +165,12 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
           resolve()
         }
         const settle = (): void => {
-          raw.removeListener('finish', ended)
           raw.removeListener('close', ended)
         }
         if (raw.writableFinished || raw.destroyed) {
           resolve()
           return
         }
-        raw.once('finish', ended)
         raw.once('close', ended)
         const options: ReplyFromOptions = {
           method: outgoing.method as HTTPMethods,
@@ -350,7 +350,7 @@ async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: n
   let body: ResponseBody
   let readWhole = false
   try {
-    body = response instanceof GatewayResponse ? await response.wireBody() : response.body
+    body = response instanceof GatewayResponse ? response.readyBody ?? await response.wireBody() : response.body
     if (status === 204 || status === 304) {
       // No body may follow; let the upstream stream end so its socket is reused.
       if (isStream(body)) body.resume()
@@ -372,8 +372,9 @@ async function send (reply: FastifyReply, response: ProxyResponse, bufferUpTo: n
   if (readWhole) ctx?.release()
   else ctx?.releaseAfter(reply)
   varyOnEncoding(headers)
-  // Fastify sets the length of a buffered body itself.
-  if (body !== null && !isStream(body)) delete headers['content-length']
+  // Fastify sets the length of other bytes itself; a body read whole has the
+  // length its headers declare (undici fails a body of any other length).
+  if (!readWhole && body !== null && !isStream(body)) delete headers['content-length']
   reply.code(status).headers(headers)
   exchange?.countOut(body)
   return body === null ? reply.send() : reply.send(body)

@@ -19,8 +19,13 @@ export function upstreamIfNoneMatch (value: string): string {
 }
 
 const rememberEncoding: onSendHookHandler = function rememberEncoding (_request, reply, payload, done) {
-  encodingBefore.set(reply, reply.getHeader('content-encoding'))
+  // Only weakenEtag reads it, and only for a strong ETag: most replies skip the map.
+  if (isStrongEtag(reply.getHeader('etag'))) encodingBefore.set(reply, reply.getHeader('content-encoding'))
   done(null, payload)
+}
+
+function isStrongEtag (etag: unknown): etag is string {
+  return typeof etag === 'string' && etag.startsWith('"')
 }
 
 function holdsWeak (request: FastifyRequest, etag: string): boolean {
@@ -36,7 +41,7 @@ function holdsWeak (request: FastifyRequest, etag: string): boolean {
  */
 const weakenEtag: onSendHookHandler = function weakenEtag (request, reply, payload, done) {
   const etag = reply.getHeader('etag')
-  if (typeof etag === 'string' && etag.startsWith('"')) {
+  if (isStrongEtag(etag)) {
     const encoding = reply.getHeader('content-encoding')
     const compressedHere = encoding !== undefined && encoding !== 'identity' && encodingBefore.get(reply) !== encoding
     if (compressedHere || (reply.statusCode === 304 && holdsWeak(request, etag))) reply.header('etag', `W/${etag}`)

@@ -163,8 +163,10 @@ export class TargetTransport {
 
   /** reply-from's entry point; calls back exactly once. */
   request (opts: ReplyFromRequest, callback: ReplyFromCallback): void {
-    const headers: Record<string, unknown> = {}
-    for (const name in opts.headers) if (opts.headers[name] !== undefined) headers[name] = opts.headers[name]
+    // reply-from's own copy for this request: the dispatcher sets Host on it
+    // in place. undici skips undefined values (reply-from's way of removing
+    // hop-by-hop headers) and reads string keys only, never the symbols.
+    const headers = opts.headers as Record<string, unknown>
     const reply = opts.headers[REQUEST_CONTEXT] as FastifyReply | undefined
     const exchange = opts.headers[EXCHANGE] as Exchange | undefined
     exchange?.countIn(opts.body)
@@ -280,7 +282,7 @@ export class TargetTransport {
           throw err
         }
       }
-      // Our own copy: the host of this attempt's upstream goes in place.
+      // The host of this attempt's upstream.
       headers.host = node.host
       if (exchange !== undefined) {
         exchange.upstream = node.origin

@@ -8,8 +8,13 @@ const LABEL = /^[a-z0-9_-]{1,63}$/i
 const NUMERIC = /^(?:0x[0-9a-f]*|[0-9]+)$/i
 const PORT = /^[1-9][0-9]{0,4}$/
 
-// Per request, so the check and every later rewrite see the same value.
-const origins = new WeakMap<FastifyRequest, string | null>()
+// Origins already derived, by protocol and host. A gateway sees few distinct
+// hosts, so most requests skip the grammar and URL checks; the cap keeps a
+// caller sending random Host values from growing it without bound.
+const derived = new Map<string, string | null>()
+const DERIVED_MAX = 256
+// The longest valid authority: a 253-character name, its trailing dot and ":65535".
+const AUTHORITY_MAX = 260
 
 function validHostname (host: string): boolean {
   const name = host.endsWith('.') ? host.slice(0, -1) : host
@@ -44,12 +49,8 @@ export function isValidAuthority (value: string): boolean {
   return PORT.test(port) && Number(port) <= 65535
 }
 
-function derive (request: FastifyRequest): string | undefined {
-  // Both honour trustProxy: X-Forwarded-Proto / X-Forwarded-Host from a trusted hop.
-  const protocol = String(request.protocol ?? '').toLowerCase()
-  if (protocol !== 'http' && protocol !== 'https') return undefined
-  const host = request.host
-  if (typeof host !== 'string' || !isValidAuthority(host)) return undefined
+function derive (protocol: string, host: string): string | undefined {
+  if (!isValidAuthority(host)) return undefined
   const origin = `${protocol}://${host}`
   try {
     // The grammar above is stricter than WHATWG URL; this only guards against
@@ -63,14 +64,21 @@ function derive (request: FastifyRequest): string | undefined {
 
 /**
  * The origin the client addressed (`https://api.example.com:8443`), from
- * `request.protocol` and `request.host`, or undefined when they do not make
- * a usable origin. Never throws; derived once per request.
+ * `request.protocol` and `request.host` (both honour trustProxy:
+ * X-Forwarded-Proto / X-Forwarded-Host from a trusted hop), or undefined when
+ * they do not make a usable origin. Never throws.
  */
 export function requestOrigin (request: FastifyRequest): string | undefined {
-  let origin = origins.get(request)
+  const protocol = String(request.protocol ?? '').toLowerCase()
+  const host = request.host
+  if ((protocol !== 'http' && protocol !== 'https') || typeof host !== 'string' || host.length > AUTHORITY_MAX) return undefined
+  // The host as sent: its case is kept in the answer.
+  const key = `${protocol}://${host}`
+  let origin = derived.get(key)
   if (origin === undefined) {
-    origin = derive(request) ?? null
-    origins.set(request, origin)
+    origin = derive(protocol, host) ?? null
+    if (derived.size >= DERIVED_MAX) derived.clear()
+    derived.set(key, origin)
   }
   return origin ?? undefined
 }
