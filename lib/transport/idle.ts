@@ -18,6 +18,18 @@ function isEventStream (rawHeaders: Buffer[]): boolean {
   return false
 }
 
+// Handlers whose response started during the current turn of the event
+// loop. Their timers are set when the turn ends: by then a small body has
+// usually arrived whole (one socket read carries head and body), so most
+// requests never create a timer at all.
+let arming: IdleHandler[] = []
+
+function armStarted (): void {
+  const started = arming
+  arming = []
+  for (const handler of started) handler.arm()
+}
+
 /**
  * The body-idle timeout, done here rather than with undici's `bodyTimeout`
  * because it depends on the response: an event stream may stay silent for
@@ -38,6 +50,8 @@ class IdleHandler implements Handler {
   readonly #eventStreamIdle: number
   #abort: ((err?: Error) => void) | undefined
   #timer: NodeJS.Timeout | undefined
+  // The timeout to arm at the end of the turn; 0 once armed or done.
+  #pending = 0
   #paused = false
 
   constructor (handler: Handler, idle: number, eventStreamIdle: number) {
@@ -69,11 +83,15 @@ class IdleHandler implements Handler {
   }
 
   onHeaders (statusCode: number, headers: Buffer[], resume: () => void, statusText: string): boolean {
+    let ms = 0
     if (statusCode >= 200) {
-      const ms = isEventStream(headers) ? this.#eventStreamIdle : this.#idle
-      if (ms > 0) this.#start(ms)
+      ms = isEventStream(headers) ? this.#eventStreamIdle : this.#idle
+      if (ms > 0) {
+        this.#pending = ms
+        if (arming.push(this) === 1) queueMicrotask(armStarted)
+      }
     }
-    const wrapped = this.#timer === undefined
+    const wrapped = ms === 0
       ? resume
       : () => {
           this.#paused = false
@@ -98,6 +116,13 @@ class IdleHandler implements Handler {
     return result !== false
   }
 
+  /** Starts the timer of a response that has not ended by the end of its first turn. */
+  arm (): void {
+    const ms = this.#pending
+    this.#pending = 0
+    if (ms > 0) this.#start(ms)
+  }
+
   #start (ms: number): void {
     this.#timer = setTimeout(() => {
       if (this.#paused) {
@@ -111,6 +136,7 @@ class IdleHandler implements Handler {
   }
 
   #clear (): void {
+    this.#pending = 0
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
   }
