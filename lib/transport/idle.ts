@@ -11,7 +11,8 @@ const EVENT_STREAM = 'text/event-stream'
 function isEventStream (rawHeaders: Buffer[]): boolean {
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as Buffer
-    if (name.length === CONTENT_TYPE.length && name.toString('latin1').toLowerCase() === CONTENT_TYPE) {
+    // 'c' or 'C' first: most names of that length are skipped without a copy.
+    if (name.length === CONTENT_TYPE.length && ((name[0] as number) | 0x20) === 0x63 && name.toString('latin1').toLowerCase() === CONTENT_TYPE) {
       return String(rawHeaders[i + 1]).trimStart().toLowerCase().startsWith(EVENT_STREAM)
     }
   }
