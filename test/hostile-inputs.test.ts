@@ -114,6 +114,25 @@ hostile('a Host that is not a valid authority gets 400 before the upstream, on a
   }
 })
 
+hostile('each Host keeps its answer when asked again and after many other Hosts (the origin cache)', async (t) => {
+  const upstream = await redirectingUpstream(t)
+  const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: `${upstream.url}/base`, public: true }] })
+  const base = await listen(app)
+  const ask = async (host: string): Promise<number> => (await get(base, '/api/go', { Host: host })).status
+  // More distinct valid Hosts than the cache holds: it is emptied and refilled on the way.
+  for (let i = 0; i < 300; i++) t.equal(await ask(`h${i}.example`), 302, `h${i}.example`)
+  for (const round of [1, 2]) {
+    t.equal(await ask('gw.example:70000'), 400, `bad Host, round ${round}`)
+    t.equal(await ask('gw.example:8443'), 302, `good Host, round ${round}`)
+  }
+  // Too long for any authority: refused without being remembered.
+  t.equal(await ask(Array(5).fill('a'.repeat(60)).join('.')), 400)
+  const seen = upstream.seen.length
+  t.equal(seen, 302, 'only the good Hosts reached the upstream')
+  const res = await get(base, '/api/go', { Host: 'GW.example:8443' })
+  t.equal(res.headers.location, 'http://GW.example:8443/api/next?x=1', 'the Host as the client wrote it, not a cached spelling')
+})
+
 hostile('a bad Host is refused before the token check on a protected target', async (t) => {
   const upstream = await redirectingUpstream(t)
   const app = await buildApp(t, { targets: [{ prefix: '/api', upstream: upstream.url }] })
