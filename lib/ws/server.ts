@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
-import type { Server } from 'node:http'
+import type { Server, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
 import type { FastifyInstance, onRequestHookHandler } from 'fastify'
@@ -41,6 +42,19 @@ function upgradeTimeout (target: ResolvedTarget): number {
 /** Marks an upgrade socket as a live WebSocket. */
 export function markTunnelled (socket: Duplex): void {
   tunnelled.add(socket)
+}
+
+/**
+ * Once a tunnel starts, lets the handshake's objects go: @fastify/websocket's
+ * error listener on the caller's socket holds the Fastify request and reply
+ * for the socket's life, and the response it made for routing stays on the
+ * TCP socket, with the reply (and request) in its listeners. The tunnel
+ * listens for errors itself. The response is kept when something waits for
+ * its 'close' (metrics and the access log close the upgrade's record then).
+ */
+export function letGoOfHandshake (client: WebSocket, socket: Socket, response: ServerResponse): void {
+  client.removeAllListeners('error')
+  if (response.socket === socket && response.listenerCount('close') === 0) response.detachSocket(socket)
 }
 
 /** Records the subprotocol the upstream selected for this upgrade ('' for none). */

@@ -160,7 +160,15 @@ class Relay {
 
   onError (err: Error): void {
     this.fault = protocolErrorCode(err)
-    if (!this.isClient) this.tunnel.log.info({ err: { type: err.name, message: err.message } }, 'websocket upstream error')
+    const detail = { err: { type: err.name, message: err.message } }
+    if (!this.isClient) {
+      this.tunnel.log.info(detail, 'websocket upstream error')
+      return
+    }
+    // A protocol error (bad frame, payload too large) is the caller's fault;
+    // ws closes its socket with the right code by itself.
+    this.tunnel.log.info(detail, 'websocket connection error')
+    if (this.from.readyState === WebSocket.OPEN) this.from.close(1011)
   }
 
   onClose (code: number, reason: Buffer): void {

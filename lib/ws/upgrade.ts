@@ -21,7 +21,7 @@ import { upstreamError } from '../proxy/upstream-errors.js'
 import type { TargetTransport } from '../transport/dispatcher.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
 import type { ResolvedWebSocket } from './options.js'
-import { agreeProtocol, handshakeTimeout, markTunnelled, WEBSOCKET_ROUTE } from './server.js'
+import { agreeProtocol, handshakeTimeout, letGoOfHandshake, markTunnelled, WEBSOCKET_ROUTE } from './server.js'
 import { tunnel } from './tunnel.js'
 
 /** What a target scope lends the WebSocket route. */
@@ -333,9 +333,11 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       return
     }
     pending.delete(request)
-    markTunnelled(request.raw.socket)
-    request.raw.socket.removeListener('close', entry.abandon)
     const { upstream, ctx, token } = entry
+    const socket = request.raw.socket
+    markTunnelled(socket)
+    socket.removeListener('close', entry.abandon)
+    letGoOfHandshake(client, socket, ctx.fastifyReply.raw)
     const exp = ctx.user?.exp
     const expiresAt = token !== undefined && typeof exp === 'number' ? exp * 1000 : undefined
     tunnel(client, upstream, {
