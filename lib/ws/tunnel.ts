@@ -160,15 +160,10 @@ class Relay {
 
   onError (err: Error): void {
     this.fault = protocolErrorCode(err)
+    // Protocol errors (bad frame, payload too large): ws closes the socket
+    // with the right code by itself, and the close is what gets relayed.
     const detail = { err: { type: err.name, message: err.message } }
-    if (!this.isClient) {
-      this.tunnel.log.info(detail, 'websocket upstream error')
-      return
-    }
-    // A protocol error (bad frame, payload too large) is the caller's fault;
-    // ws closes its socket with the right code by itself.
-    this.tunnel.log.info(detail, 'websocket connection error')
-    if (this.from.readyState === WebSocket.OPEN) this.from.close(1011)
+    this.tunnel.log.info(detail, this.isClient ? 'websocket connection error' : 'websocket upstream error')
   }
 
   onClose (code: number, reason: Buffer): void {
