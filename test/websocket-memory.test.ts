@@ -7,8 +7,10 @@ import t from 'tap'
 import type { Test } from 'tap'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { buildApp, bearer, listen, tokenFor } from './helpers/app.js'
+import { signal, within } from './helpers/wait.js'
 import { nextMessage, openClient, startWsUpstream, wsUrl } from './helpers/ws-upstream.js'
 import type { TargetOptions } from '../lib/index.js'
+import { WebSocket } from 'ws'
 
 // A gateway holds thousands of idle tunnels (issue 18): what one tunnel keeps
 // after its handshake is what they all cost. tap runs without --expose-gc;
@@ -91,4 +93,27 @@ t.test('an upgrade answered with HTTP whose client stays is closed at the upgrad
   t.ok(Date.now() - started >= 5_000, 'closed at the deadline, not before')
   client.send('past the deadline')
   t.equal(String((await nextMessage(client)).data), 'past the deadline', 'the tunnel opened meanwhile was not closed with it')
+})
+
+t.test('one keep-alive timer pings every tunnel of its interval, more than one slice of them too', async (t) => {
+  const count = 300
+  const pinged = new Set<WebSocket>()
+  const everyUpstream = signal()
+  const upstream = await startWsUpstream({
+    onConnection: (socket) => socket.on('ping', () => {
+      pinged.add(socket)
+      if (pinged.size === count) everyUpstream.resolve()
+    })
+  })
+  t.teardown(upstream.close)
+  const app = await buildApp(t, { targets: [{ prefix: '/live', upstream: upstream.url, websocket: { pingInterval: 100 } }] })
+  const url = wsUrl(await listen(app), '/live/feed')
+  const headers = bearer(tokenFor(app))
+  const clients = await Promise.all(Array.from({ length: count }, () => openClient(url, [], { headers })))
+  t.teardown(() => { for (const client of clients) client.terminate() })
+  const callersPinged = within(Promise.all(clients.map((client) => once(client, 'ping'))), { message: 'a ping on every caller' })
+  await within(everyUpstream.promise, { message: 'a ping on every upstream socket' })
+  await callersPinged
+  t.equal(pinged.size, count, 'every upstream socket was pinged')
+  t.ok(clients.every((client) => client.readyState === WebSocket.OPEN), 'answered pings keep every tunnel open')
 })

@@ -232,17 +232,25 @@ interface KeepAlive {
 }
 
 const keepAlives = new Map<number, KeepAlive>()
+// Tunnels pinged in one turn of the event loop: thousands of pings written
+// at once would hold up every message behind them.
+const PING_SLICE = 256
 
-function pingAll (this: void, interval: number): void {
-  const group = keepAlives.get(interval)
-  if (group === undefined) return
-  for (const tunnel of group.tunnels) tunnel.pingRound()
+function pingSlice (tunnels: Tunnel[], from: number): void {
+  const end = Math.min(from + PING_SLICE, tunnels.length)
+  for (let i = from; i < end; i++) (tunnels[i] as Tunnel).pingRound()
+  if (end < tunnels.length) setImmediate(pingSlice, tunnels, end)
+}
+
+function pingAll (tunnels: Set<Tunnel>): void {
+  pingSlice([...tunnels], 0)
 }
 
 function joinKeepAlive (tunnel: Tunnel, interval: number): void {
   let group = keepAlives.get(interval)
   if (group === undefined) {
-    group = { tunnels: new Set(), timer: setInterval(pingAll, interval, interval).unref() }
+    const tunnels = new Set<Tunnel>()
+    group = { tunnels, timer: setInterval(pingAll, interval, tunnels).unref() }
     keepAlives.set(interval, group)
   }
   group.tunnels.add(tunnel)
@@ -342,6 +350,8 @@ class Tunnel {
 
   /** The shared keep-alive timer's turn for this tunnel: drop a side that missed a ping, ping both. */
   pingRound (): void {
+    // Closed since this round started.
+    if (!this.keepingAlive) return
     if (!this.up.ping() || !this.down.ping()) return
     this.up.sendPing()
     this.down.sendPing()
