@@ -361,7 +361,9 @@ export class TargetTransport {
     const retry = this.#target.transport.retry
     const reply = opts.reply
     const log = reply?.request.log ?? this.#log
-    const signal = new ClientGone(reply?.raw)
+    // Made at the first retry: a listener on the reply from the start would
+    // hold it (and the request) for as long as the connection lives.
+    let signal: ClientGone | undefined
     let failed: UpstreamNode | undefined
     for (let attempt = 0; ; attempt++) {
       const { node, admission } = this.#choose(failed, reply)
@@ -372,7 +374,9 @@ export class TargetTransport {
         const status = opts.answeredWith?.(err)
         this.#outcome(node, admission, status !== undefined && !FAILURE_STATUSES.has(status))
         const mayRetry = status === undefined && attempt < retry.retries && retry.methods.has(opts.method.toUpperCase()) && isRetryableError(err)
-        if (!mayRetry || signal.aborted) throw err
+        if (!mayRetry) throw err
+        signal ??= new ClientGone(reply?.raw)
+        if (signal.aborted) throw err
         const delay = backoff(retry, attempt)
         log?.warn({ attempt: attempt + 1, delay, code: errorCode(err), target: this.#target.name }, 'retrying upstream connection after a connection error')
         failed = node

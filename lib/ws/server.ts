@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import type { Server } from 'node:http'
+import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
@@ -42,6 +42,19 @@ function upgradeTimeout (target: ResolvedTarget): number {
 /** Marks an upgrade socket as a live WebSocket. */
 export function markTunnelled (socket: Duplex): void {
   tunnelled.add(socket)
+}
+
+/**
+ * Once a tunnel starts, lets the handshake's objects go: @fastify/websocket's
+ * error listener on the caller's socket holds the Fastify request and reply
+ * for the socket's life, and the response it made for routing stays on the
+ * TCP socket, with the reply (and request) in its listeners. The tunnel
+ * listens for errors itself. The response is kept when something waits for
+ * its 'close' (metrics and the access log close the upgrade's record then).
+ */
+export function letGoOfHandshake (client: WebSocket, socket: Socket, response: ServerResponse): void {
+  client.removeAllListeners('error')
+  if (response.socket === socket && response.listenerCount('close') === 0) response.detachSocket(socket)
 }
 
 /** Records the subprotocol the upstream selected for this upgrade ('' for none). */
@@ -150,29 +163,58 @@ function claimWebSocketUpgrades (scope: FastifyInstance, listeners: UpgradeListe
   })
 }
 
+// How often the pending upgrade sockets are checked against their deadline.
+const GUARD_SWEEP_MS = 1_000
+
+/** An upgrade socket's peer ended it: close it too, unless ws owns it now. */
+function endUnlessTunnelled (this: Duplex): void {
+  if (!tunnelled.has(this)) this.destroy()
+}
+
 /**
  * A WebSocket upgrade answered with plain HTTP outside the gatehouse routes
  * (a 404, a host route) leaves a socket that Node no longer manages and that
  * stays half-open after the client leaves: close it when the client ends,
- * when it idles, and at shutdown.
+ * when its upgrade deadline passed, and at shutdown. One timer checks every
+ * pending socket, and a socket that became a tunnel is let go (listeners
+ * removed): a tunnel lives for hours and must not carry the guard along.
  */
 function guardUpgradeSockets (scope: FastifyInstance, timeout: number): UpgradeListener {
-  const open = new Set<Duplex>()
+  const waiting = new Map<Duplex, number>()
+  let sweeper: NodeJS.Timeout | undefined
+  function release (socket: Duplex): void {
+    waiting.delete(socket)
+    socket.removeListener('end', endUnlessTunnelled)
+    socket.removeListener('close', forget)
+  }
+  function forget (this: Duplex): void {
+    release(this)
+  }
+  function sweep (): void {
+    const now = Date.now()
+    for (const [socket, deadline] of waiting) {
+      if (tunnelled.has(socket)) release(socket)
+      // 'close' releases it.
+      else if (deadline <= now) socket.destroy()
+    }
+    if (waiting.size === 0) {
+      clearInterval(sweeper)
+      sweeper = undefined
+    }
+  }
   scope.addHook('preClose', (done) => {
-    for (const socket of open) {
+    for (const socket of waiting.keys()) {
       if (!tunnelled.has(socket)) socket.destroy()
     }
+    clearInterval(sweeper)
+    sweeper = undefined
     done()
   })
   return (_request, socket) => {
-    open.add(socket)
-    const destroy = (): void => {
-      if (!tunnelled.has(socket)) socket.destroy()
-    }
-    socket.once('close', () => open.delete(socket))
-    socket.once('end', destroy)
-    // ws resets this timeout when the socket becomes a WebSocket.
-    ;(socket as Socket).setTimeout(timeout, destroy)
+    waiting.set(socket, Date.now() + timeout)
+    socket.on('end', endUnlessTunnelled)
+    socket.on('close', forget)
+    sweeper ??= setInterval(sweep, GUARD_SWEEP_MS).unref()
   }
 }
 

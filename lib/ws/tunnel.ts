@@ -54,18 +54,56 @@ function asBuffer (data: RawData): Buffer {
 /** Everything a tunnel needs besides the two sockets. */
 export interface TunnelOptions {
   readonly settings: ResolvedWebSocket
+  /**
+   * What the message hooks see. Only kept when the target has a hook: the
+   * Fastify request it holds would otherwise outlive the handshake for nothing.
+   */
   readonly context: Omit<WebSocketContext<any>, 'protocol' | 'close'>
+  /** The caller's token, checked again once `expiresAt` passed; `undefined` for public targets. */
+  readonly token: string | undefined
   /** When the caller's token must be checked again (ms since epoch); `undefined` for public targets. */
   readonly expiresAt: number | undefined
-  /** True while the caller's token is still accepted (clock tolerance). */
-  readonly tokenValid: () => boolean
+  /** True while `token` is still accepted (clock tolerance); one function for all tunnels of a route. */
+  readonly tokenValid: (token: string) => boolean
   /** Metrics and access log, when on: told once the tunnel is over. */
   readonly observe?: { closed: (code: number) => void } | undefined
+}
+
+/*
+ * A gateway holds thousands of idle tunnels: each socket's listeners are the
+ * shared functions below, which find their direction through this key, and
+ * the keep-alive pings come from one timer per interval, not one per tunnel.
+ */
+const kRelay = Symbol('gatehouse.relay')
+type Side = WebSocket & { [kRelay]: Relay }
+
+function relayOf (socket: WebSocket): Relay {
+  return (socket as Side)[kRelay]
+}
+
+function relayMessage (this: WebSocket, raw: RawData, binary: boolean): void {
+  relayOf(this).onMessage(raw, binary)
+}
+
+function relayError (this: WebSocket, err: Error): void {
+  relayOf(this).onError(err)
+}
+
+function relayClose (this: WebSocket, code: number, reason: Buffer): void {
+  relayOf(this).onClose(code, reason)
+}
+
+function relayPong (this: WebSocket): void {
+  relayOf(this).alive = true
 }
 
 /** One direction: messages from `from` go to `to`, through the hook. */
 class Relay {
   paused = false
+  /** `from` answered the last ping (or none was sent yet). */
+  alive = true
+  /** The close code a protocol error of `from` stands for; ws reports such a close as 1006. */
+  private fault: number | undefined
   private pending = 0
   private tail: Promise<void> | undefined
 
@@ -73,12 +111,17 @@ class Relay {
     private readonly tunnel: Tunnel,
     private readonly from: WebSocket,
     private readonly to: WebSocket,
-    private readonly hook: WebSocketMessageHook<any> | undefined
+    private readonly hook: WebSocketMessageHook<any> | undefined,
+    private readonly isClient: boolean
   ) {
-    from.on('message', this.onMessage)
+    ;(from as Side)[kRelay] = this
+    from.on('message', relayMessage)
+    // ws closes a socket after an error by itself; the close is what gets relayed.
+    from.on('error', relayError)
+    from.on('close', relayClose)
   }
 
-  private readonly onMessage = (raw: RawData, binary: boolean): void => {
+  onMessage (raw: RawData, binary: boolean): void {
     const data = asBuffer(raw)
     this.tunnel.activity()
     if (data.length > this.tunnel.settings.maxPayload) {
@@ -92,7 +135,7 @@ class Relay {
     const message: WebSocketMessage = binary ? { binary, data } : { binary, data: data.toString('utf8') }
     let result: WebSocketHookResult | PromiseLike<WebSocketHookResult>
     try {
-      result = this.hook(message, this.tunnel.context)
+      result = this.hook(message, this.tunnel.context as WebSocketContext<any>)
     } catch (err) {
       this.tunnel.fail(err)
       return
@@ -113,6 +156,20 @@ class Relay {
         this.flow()
       })
     this.tail = current
+  }
+
+  onError (err: Error): void {
+    this.fault = protocolErrorCode(err)
+    // Protocol errors (bad frame, payload too large): ws closes the socket
+    // with the right code by itself, and the close is what gets relayed.
+    const detail = { err: { type: err.name, message: err.message } }
+    this.tunnel.log.info(detail, this.isClient ? 'websocket connection error' : 'websocket upstream error')
+  }
+
+  onClose (code: number, reason: Buffer): void {
+    if (this.isClient) this.tunnel.observe?.closed(code)
+    this.tunnel.stop()
+    this.end(code === 1006 ? this.fault ?? code : code, reason)
   }
 
   private deliver (result: WebSocketHookResult, data: Buffer, binary: boolean): void {
@@ -145,6 +202,21 @@ class Relay {
     else this.from.resume()
   }
 
+  /** One keep-alive round: false when `from` missed the last ping and was dropped. */
+  ping (): boolean {
+    // A side we stopped reading cannot show us its pong: it is not counted as dead.
+    if (!this.alive && !this.paused) {
+      this.from.terminate()
+      return false
+    }
+    return true
+  }
+
+  sendPing (): void {
+    this.alive = false
+    this.from.ping()
+  }
+
   /** `from` closed: close `to` once the messages still in hooks have gone. */
   end (code: number, reason: Buffer): void {
     const close = (): void => closeSocket(this.to, forwardCode(code), forwardCode(code) === code ? reason : '')
@@ -153,49 +225,95 @@ class Relay {
   }
 }
 
+/** The tunnels that share one ping interval, and its timer. */
+interface KeepAlive {
+  readonly tunnels: Set<Tunnel>
+  readonly timer: NodeJS.Timeout
+}
+
+const keepAlives = new Map<number, KeepAlive>()
+// Tunnels pinged in one turn of the event loop: thousands of pings written
+// at once would hold up every message behind them.
+const PING_SLICE = 256
+
+function pingSlice (tunnels: Tunnel[], from: number): void {
+  const end = Math.min(from + PING_SLICE, tunnels.length)
+  for (let i = from; i < end; i++) (tunnels[i] as Tunnel).pingRound()
+  if (end < tunnels.length) setImmediate(pingSlice, tunnels, end)
+}
+
+function pingAll (tunnels: Set<Tunnel>): void {
+  pingSlice([...tunnels], 0)
+}
+
+function joinKeepAlive (tunnel: Tunnel, interval: number): void {
+  let group = keepAlives.get(interval)
+  if (group === undefined) {
+    const tunnels = new Set<Tunnel>()
+    group = { tunnels, timer: setInterval(pingAll, interval, tunnels).unref() }
+    keepAlives.set(interval, group)
+  }
+  group.tunnels.add(tunnel)
+}
+
+function leaveKeepAlive (tunnel: Tunnel, interval: number): void {
+  const group = keepAlives.get(interval)
+  if (group === undefined || !group.tunnels.delete(tunnel) || group.tunnels.size > 0) return
+  clearInterval(group.timer)
+  keepAlives.delete(interval)
+}
+
+function idleOut (tunnel: Tunnel): void {
+  tunnel.closeBoth(1001, 'Idle timeout')
+}
+
+function checkExpiry (tunnel: Tunnel): void {
+  tunnel.checkExpiry()
+}
+
 class Tunnel {
-  readonly context: WebSocketContext<any>
-  private pinger: NodeJS.Timeout | undefined
+  readonly settings: ResolvedWebSocket
+  readonly log: WebSocketContext<any>['log']
+  /** Built only when the target has a message hook (the only reader). */
+  readonly context: WebSocketContext<any> | undefined
+  readonly observe: TunnelOptions['observe']
+  private readonly up: Relay
+  private readonly down: Relay
+  private readonly token: string | undefined
+  private readonly expiresAt: number | undefined
+  private readonly tokenValid: TunnelOptions['tokenValid']
   private idle: NodeJS.Timeout | undefined
   private expiry: NodeJS.Timeout | undefined
-
-  readonly settings: ResolvedWebSocket
+  private keepingAlive = false
 
   constructor (private readonly client: WebSocket, private readonly upstream: WebSocket, opts: TunnelOptions) {
     const settings = this.settings = opts.settings
-    this.context = {
-      ...opts.context,
-      protocol: upstream.protocol,
-      close: (code = 1000, reason = '') => {
-        if (Buffer.byteLength(reason) > MAX_REASON_BYTES) throw new RangeError(`A close reason may hold at most ${MAX_REASON_BYTES} bytes`)
-        this.closeBoth(forwardCode(code), reason)
-      }
-    }
-    const up = new Relay(this, client, upstream, settings.onClientMessage)
-    const down = new Relay(this, upstream, client, settings.onUpstreamMessage)
-    // ws closes a socket after an error by itself; the close is what gets relayed.
-    let clientFault: number | undefined
-    let upstreamFault: number | undefined
-    client.on('error', (err: Error) => { clientFault = protocolErrorCode(err) })
-    upstream.on('error', (err: Error) => {
-      upstreamFault = protocolErrorCode(err)
-      this.context.log.info({ err: { type: err.name, message: err.message } }, 'websocket upstream error')
-    })
-    client.on('close', (code: number, reason: Buffer) => {
-      opts.observe?.closed(code)
-      this.stop()
-      up.end(code === 1006 ? clientFault ?? code : code, reason)
-    })
-    upstream.on('close', (code: number, reason: Buffer) => {
-      this.stop()
-      down.end(code === 1006 ? upstreamFault ?? code : code, reason)
-    })
+    this.log = opts.context.log
+    this.observe = opts.observe
+    this.token = opts.token
+    this.expiresAt = opts.expiresAt
+    this.tokenValid = opts.tokenValid
+    this.context = settings.onClientMessage === undefined && settings.onUpstreamMessage === undefined
+      ? undefined
+      : {
+          ...opts.context,
+          protocol: upstream.protocol,
+          close: (code = 1000, reason = '') => {
+            if (Buffer.byteLength(reason) > MAX_REASON_BYTES) throw new RangeError(`A close reason may hold at most ${MAX_REASON_BYTES} bytes`)
+            this.closeBoth(forwardCode(code), reason)
+          }
+        }
+    this.up = new Relay(this, client, upstream, settings.onClientMessage, true)
+    this.down = new Relay(this, upstream, client, settings.onUpstreamMessage, false)
 
-    if (settings.pingInterval > 0) this.keepAlive(up, down)
-    if (settings.idleTimeout > 0) {
-      this.idle = setTimeout(() => this.closeBoth(1001, 'Idle timeout'), settings.idleTimeout).unref()
+    if (settings.pingInterval > 0) {
+      client.on('pong', relayPong)
+      upstream.on('pong', relayPong)
+      joinKeepAlive(this, settings.pingInterval)
+      this.keepingAlive = true
     }
-    if (opts.expiresAt !== undefined) this.expireAt(opts.expiresAt, opts.tokenValid)
+    if (settings.idleTimeout > 0) this.idle = setTimeout(idleOut, settings.idleTimeout, this).unref()
+    if (this.expiresAt !== undefined) this.scheduleExpiry(this.expiresAt - Date.now())
 
     if (upstream.readyState !== WebSocket.OPEN) {
       // The upstream went away between its handshake and the caller's.
@@ -210,7 +328,7 @@ class Tunnel {
   }
 
   fail (err: unknown): void {
-    this.context.log.error({ err }, 'websocket message hook failed')
+    this.log.error({ err }, 'websocket message hook failed')
     this.closeBoth(1011, '')
   }
 
@@ -220,41 +338,35 @@ class Tunnel {
     closeSocket(this.upstream, code, reason)
   }
 
-  private stop (): void {
-    clearInterval(this.pinger)
+  stop (): void {
+    if (this.keepingAlive) {
+      this.keepingAlive = false
+      leaveKeepAlive(this, this.settings.pingInterval)
+    }
     clearTimeout(this.idle)
     clearTimeout(this.expiry)
     this.idle = undefined
   }
 
-  private keepAlive (up: Relay, down: Relay): void {
-    let clientAlive = true
-    let upstreamAlive = true
-    this.client.on('pong', () => { clientAlive = true })
-    this.upstream.on('pong', () => { upstreamAlive = true })
-    // A side we stopped reading cannot show us its pong: it is not counted as dead.
-    this.pinger = setInterval(() => {
-      if (!clientAlive && !up.paused) return this.client.terminate()
-      if (!upstreamAlive && !down.paused) return this.upstream.terminate()
-      clientAlive = false
-      upstreamAlive = false
-      this.client.ping()
-      this.upstream.ping()
-    }, this.settings.pingInterval).unref()
+  /** The shared keep-alive timer's turn for this tunnel: drop a side that missed a ping, ping both. */
+  pingRound (): void {
+    // Closed since this round started.
+    if (!this.keepingAlive) return
+    if (!this.up.ping() || !this.down.ping()) return
+    this.up.sendPing()
+    this.down.sendPing()
   }
 
-  private expireAt (at: number, tokenValid: () => boolean): void {
-    const check = (): void => {
-      const now = Date.now()
-      if (now < at) return this.scheduleExpiry(check, at - now)
-      if (tokenValid()) return this.scheduleExpiry(check, EXPIRY_RECHECK_MS)
-      this.closeBoth(1008, 'Token expired')
-    }
-    this.scheduleExpiry(check, at - Date.now())
+  checkExpiry (): void {
+    const at = this.expiresAt as number
+    const now = Date.now()
+    if (now < at) return this.scheduleExpiry(at - now)
+    if (this.tokenValid(this.token as string)) return this.scheduleExpiry(EXPIRY_RECHECK_MS)
+    this.closeBoth(1008, 'Token expired')
   }
 
-  private scheduleExpiry (fn: () => void, ms: number): void {
-    this.expiry = setTimeout(fn, Math.min(Math.max(ms, 0), MAX_TIMER_MS)).unref()
+  private scheduleExpiry (ms: number): void {
+    this.expiry = setTimeout(checkExpiry, Math.min(Math.max(ms, 0), MAX_TIMER_MS), this).unref()
   }
 }
 

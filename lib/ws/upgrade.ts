@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { WebsocketHandler } from '@fastify/websocket'
+import type { IncomingMessage } from 'node:http'
 import type { ConnectionOptions } from 'node:tls'
 import { WebSocket } from 'ws'
 import type { RevocationCheck, TokenService } from '../auth/token.js'
@@ -20,7 +21,7 @@ import { upstreamError } from '../proxy/upstream-errors.js'
 import type { TargetTransport } from '../transport/dispatcher.js'
 import type { GatehouseContext, HeaderMap, ProxyResponse, TargetInfo } from '../types.js'
 import type { ResolvedWebSocket } from './options.js'
-import { agreeProtocol, handshakeTimeout, markTunnelled, WEBSOCKET_ROUTE } from './server.js'
+import { agreeProtocol, handshakeTimeout, letGoOfHandshake, markTunnelled, WEBSOCKET_ROUTE } from './server.js'
 import { tunnel } from './tunnel.js'
 
 /** What a target scope lends the WebSocket route. */
@@ -123,6 +124,8 @@ function answeredWith (err: unknown): number | undefined {
   return err instanceof Error ? answered.get(err) : undefined
 }
 
+function ignore (): void {}
+
 /**
  * Opens the upstream socket; resolves once its 101 arrived, paused until the
  * tunnel starts. `tls` is the target's `transport.tls` (ws hands it to
@@ -138,6 +141,14 @@ function openUpstream (
       if (settled) return
       settled = true
       clearTimeout(timer)
+      // These listeners hold the handshake's headers and URL: a tunnel lives
+      // for hours, they must not. An error between open and tunnel must
+      // still not crash; the tunnel listens for errors itself.
+      upstream.removeListener('error', onError)
+      upstream.removeListener('unexpected-response', onUnexpected)
+      upstream.removeListener('upgrade', onUpgrade)
+      upstream.removeListener('open', onOpen)
+      upstream.on('error', ignore)
       if (err === undefined) {
         resolve(upstream)
       } else {
@@ -146,30 +157,33 @@ function openUpstream (
       }
     }
     const timer = setTimeout(() => settle(new UpstreamTimeoutError()), timeout)
-    // Stays for the socket's life: an error between open and tunnel must not crash.
-    upstream.on('error', (err) => settle(upstreamError(err)))
-    upstream.once('unexpected-response', (_request, response) => {
+    const onError = (err: Error): void => settle(upstreamError(err))
+    const onUnexpected = (_request: unknown, response: IncomingMessage): void => {
       const err = new UpstreamBadResponseError()
       // An answer, not an outage: health and the breaker judge its status as for HTTP.
       answered.set(err, response.statusCode ?? 0)
       settle(err)
-    })
+    }
     // ws checks the answer after this event and would fail with a bare
     // error: an upstream that selects none of the offered subprotocols
     // answered, it just said no, and the caller is told so.
-    upstream.once('upgrade', (response) => {
+    const onUpgrade = (response: IncomingMessage): void => {
       const selected = response.headers['sec-websocket-protocol']
       if (protocols.length > 0 && (selected === undefined || !protocols.includes(selected))) {
         const err = new WebSocketProtocolMismatchError()
         answered.set(err, 101)
         settle(err)
       }
-    })
-    upstream.once('open', () => {
+    }
+    const onOpen = (): void => {
       // Messages that arrive before the tunnel listens must wait, not vanish.
       upstream.pause()
       settle()
-    })
+    }
+    upstream.on('error', onError)
+    upstream.on('unexpected-response', onUnexpected)
+    upstream.on('upgrade', onUpgrade)
+    upstream.on('open', onOpen)
   })
 }
 
@@ -184,6 +198,10 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
   const timeout = handshakeTimeout(target)
   const pending = new WeakMap<FastifyRequest, Pending>()
   const open = new Set<WebSocket>()
+  // One listener for every upstream socket of the route, not a closure each.
+  function forget (this: WebSocket): void {
+    open.delete(this)
+  }
   scope.addHook('onClose', async () => {
     // Tunnels closing since preClose keep their handshake; ws ends them in 30 s at most.
     for (const upstream of open) {
@@ -241,7 +259,7 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       { method: 'GET', answeredWith, reply: ctx.fastifyReply }
     )
     open.add(upstream)
-    upstream.once('close', () => open.delete(upstream))
+    upstream.on('close', forget)
     return upstream
   }
 
@@ -297,6 +315,17 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
     prepare(request, reply).then((proceed) => { if (proceed) done() }, done)
   }
 
+  function tokenValid (token: string): boolean {
+    try {
+      const result = tokens.verify(token)
+      // A provider key set being fetched again: the token was valid at the upgrade, its exp still bounds it.
+      if (result instanceof Promise) result.catch(ignore)
+      return true
+    } catch {
+      return false
+    }
+  }
+
   const wsHandler: WebsocketHandler = function startTunnel (client, request) {
     const entry = pending.get(request)
     if (entry === undefined) {
@@ -304,25 +333,20 @@ export function websocketRoute (scope: FastifyInstance, deps: WebSocketRouteDeps
       return
     }
     pending.delete(request)
-    markTunnelled(request.raw.socket)
-    request.raw.socket.removeListener('close', entry.abandon)
     const { upstream, ctx, token } = entry
+    const socket = request.raw.socket
+    markTunnelled(socket)
+    socket.removeListener('close', entry.abandon)
+    letGoOfHandshake(client, socket, ctx.fastifyReply.raw)
     const exp = ctx.user?.exp
+    const expiresAt = token !== undefined && typeof exp === 'number' ? exp * 1000 : undefined
     tunnel(client, upstream, {
       settings,
       context: { state: ctx.state, user: ctx.user, params: ctx.params, target: info, log: request.log, fastifyRequest: request },
-      expiresAt: token !== undefined && typeof exp === 'number' ? exp * 1000 : undefined,
+      token: expiresAt === undefined ? undefined : token,
+      expiresAt,
       observe: deps.observer?.tunnel(info.name, request.log),
-      tokenValid: () => {
-        try {
-          const result = tokens.verify(token as string)
-          // A provider key set being fetched again: the token was valid at the upgrade, its exp still bounds it.
-          if (result instanceof Promise) result.catch(() => {})
-          return true
-        } catch {
-          return false
-        }
-      }
+      tokenValid
     })
   }
 
