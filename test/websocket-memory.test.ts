@@ -95,7 +95,7 @@ t.test('an upgrade answered with HTTP whose client stays is closed at the upgrad
   t.equal(String((await nextMessage(client)).data), 'past the deadline', 'the tunnel opened meanwhile was not closed with it')
 })
 
-t.test('one keep-alive timer pings every tunnel of its interval, more than one slice of them too', async (t) => {
+t.test('one keep-alive timer pings every tunnel of its interval, slot by slot', async (t) => {
   const count = 300
   const pinged = new Set<WebSocket>()
   const everyUpstream = signal()

@@ -225,10 +225,32 @@ class Relay {
   }
 }
 
-/** The tunnels that share one ping interval, and its timer. */
-interface KeepAlive {
-  readonly tunnels: Set<Tunnel>
+// Slots of an interval, and the shortest tick: 32 slots of a 30 s interval
+// tick about once a second.
+const MAX_SLOTS = 32
+const MIN_TICK_MS = 10
+
+/**
+ * The tunnels that share one ping interval. Its timer ticks `slots.length`
+ * times an interval and pings one slot a tick; tunnels join the slots in
+ * turn, so each is pinged once an interval and the pings of thousands of
+ * tunnels (opened in one burst, say) are spread over the interval, as
+ * per-tunnel timers would spread them, instead of arriving all at once.
+ */
+class KeepAlive {
+  readonly slots: Array<Set<Tunnel>>
   readonly timer: NodeJS.Timeout
+  /** The slot the next joining tunnel takes. */
+  next = 0
+  /** The slot the next tick pings. */
+  turn = 0
+  size = 0
+
+  constructor (interval: number) {
+    const count = Math.max(1, Math.min(MAX_SLOTS, Math.floor(interval / MIN_TICK_MS)))
+    this.slots = Array.from({ length: count }, () => new Set<Tunnel>())
+    this.timer = setInterval(pingTurn, interval / count, this).unref()
+  }
 }
 
 const keepAlives = new Map<number, KeepAlive>()
@@ -242,23 +264,29 @@ function pingSlice (tunnels: Tunnel[], from: number): void {
   if (end < tunnels.length) setImmediate(pingSlice, tunnels, end)
 }
 
-function pingAll (tunnels: Set<Tunnel>): void {
-  pingSlice([...tunnels], 0)
+function pingTurn (group: KeepAlive): void {
+  const slot = group.slots[group.turn] as Set<Tunnel>
+  group.turn = (group.turn + 1) % group.slots.length
+  if (slot.size > 0) pingSlice([...slot], 0)
 }
 
-function joinKeepAlive (tunnel: Tunnel, interval: number): void {
+/** Adds a tunnel to its interval's keep-alive; returns the slot it joined. */
+function joinKeepAlive (tunnel: Tunnel, interval: number): Set<Tunnel> {
   let group = keepAlives.get(interval)
   if (group === undefined) {
-    const tunnels = new Set<Tunnel>()
-    group = { tunnels, timer: setInterval(pingAll, interval, tunnels).unref() }
+    group = new KeepAlive(interval)
     keepAlives.set(interval, group)
   }
-  group.tunnels.add(tunnel)
+  const slot = group.slots[group.next] as Set<Tunnel>
+  group.next = (group.next + 1) % group.slots.length
+  slot.add(tunnel)
+  group.size++
+  return slot
 }
 
-function leaveKeepAlive (tunnel: Tunnel, interval: number): void {
+function leaveKeepAlive (tunnel: Tunnel, slot: Set<Tunnel>, interval: number): void {
   const group = keepAlives.get(interval)
-  if (group === undefined || !group.tunnels.delete(tunnel) || group.tunnels.size > 0) return
+  if (group === undefined || !slot.delete(tunnel) || --group.size > 0) return
   clearInterval(group.timer)
   keepAlives.delete(interval)
 }
@@ -284,7 +312,8 @@ class Tunnel {
   private readonly tokenValid: TunnelOptions['tokenValid']
   private idle: NodeJS.Timeout | undefined
   private expiry: NodeJS.Timeout | undefined
-  private keepingAlive = false
+  // The keep-alive slot this tunnel is pinged from, while it is kept alive.
+  private keepAlive: Set<Tunnel> | undefined
 
   constructor (private readonly client: WebSocket, private readonly upstream: WebSocket, opts: TunnelOptions) {
     const settings = this.settings = opts.settings
@@ -309,8 +338,7 @@ class Tunnel {
     if (settings.pingInterval > 0) {
       client.on('pong', relayPong)
       upstream.on('pong', relayPong)
-      joinKeepAlive(this, settings.pingInterval)
-      this.keepingAlive = true
+      this.keepAlive = joinKeepAlive(this, settings.pingInterval)
     }
     if (settings.idleTimeout > 0) this.idle = setTimeout(idleOut, settings.idleTimeout, this).unref()
     if (this.expiresAt !== undefined) this.scheduleExpiry(this.expiresAt - Date.now())
@@ -339,9 +367,9 @@ class Tunnel {
   }
 
   stop (): void {
-    if (this.keepingAlive) {
-      this.keepingAlive = false
-      leaveKeepAlive(this, this.settings.pingInterval)
+    if (this.keepAlive !== undefined) {
+      leaveKeepAlive(this, this.keepAlive, this.settings.pingInterval)
+      this.keepAlive = undefined
     }
     clearTimeout(this.idle)
     clearTimeout(this.expiry)
@@ -351,7 +379,7 @@ class Tunnel {
   /** The shared keep-alive timer's turn for this tunnel: drop a side that missed a ping, ping both. */
   pingRound (): void {
     // Closed since this round started.
-    if (!this.keepingAlive) return
+    if (this.keepAlive === undefined) return
     if (!this.up.ping() || !this.down.ping()) return
     this.up.sendPing()
     this.down.sendPing()
