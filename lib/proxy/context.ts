@@ -187,6 +187,13 @@ export class OutgoingRequest extends Message implements ProxyRequest {
   }
 }
 
+/** A body that goes on the wire as it is. */
+type WireBody = BodyStream | Buffer | string | null
+
+function isWireBody (body: ResponseBody): body is WireBody {
+  return body === null || isStream(body) || typeof body === 'string' || Buffer.isBuffer(body)
+}
+
 /** A response from the upstream, or set by `ctx.respond`. */
 export class GatewayResponse extends Message implements ProxyResponse {
   status: number
@@ -200,17 +207,16 @@ export class GatewayResponse extends Message implements ProxyResponse {
    * The body to send when it is ready as it is (an untouched upstream stream,
    * bytes, text, null); undefined when it needs `wireBody()`.
    */
-  get readyBody (): BodyStream | Buffer | string | null | undefined {
+  get readyBody (): WireBody | undefined {
     if (this.reading) return undefined
     const body = this.body
-    return body === null || isStream(body) || typeof body === 'string' || Buffer.isBuffer(body) ? body : undefined
+    return isWireBody(body) ? body : undefined
   }
 
   /** The body to send: a stream, bytes or text (objects as JSON), or null. */
-  async wireBody (): Promise<BodyStream | Buffer | string | null> {
+  async wireBody (): Promise<WireBody> {
     const body = await this.settled()
-    if (body === null || isStream(body) || typeof body === 'string' || Buffer.isBuffer(body)) return body
-    return bytesOf(body)
+    return isWireBody(body) ? body : bytesOf(body)
   }
 }
 
